@@ -1,0 +1,306 @@
+// Package agent is the agent role: it serves a protected machine's disks
+// over NBD through write capture, so that every write is journaled before
+// it reaches the disk.
+//
+//	VM / nbd-client ──NBD──▶ nbd.Server ──▶ capture.Disk ──▶ journal segments
+//	                                              └────────▶ disk image / device
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/standby-dr/standby/internal/capture"
+	"github.com/standby-dr/standby/internal/nbd"
+)
+
+// Agent serves one machine's disks.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	machine *capture.Machine
+	server  *nbd.Server
+	files   []*os.File
+	lock    *os.File
+
+	listeners []net.Listener
+	status    *http.Server
+	statusL   net.Listener
+	wg        sync.WaitGroup
+	serveErr  chan error
+}
+
+// New validates cfg, opens and locks the disks and the state directory,
+// recovers the journal, and opens the listeners. Serving starts with Run.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent configuration:\n%w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a = &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			a.closeAll(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if a.lock, err = lockFile(filepath.Join(cfg.StateDir, "lock"), true); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w (is another agent running for this machine?)", cfg.StateDir, err)
+	}
+	opts := capture.Options{Dir: cfg.StateDir, Logger: a.log}
+	opts.SegmentSize, _ = ParseSize(cfg.Journal.SegmentSize)
+	opts.JournalLimit, _ = ParseSize(cfg.Journal.Limit)
+	opts.BookmarkInterval, _ = cfg.bookmarkInterval()
+	var exports []nbd.Export
+	for _, d := range cfg.Disks {
+		f, err := openDisk(d)
+		if err != nil {
+			return nil, err
+		}
+		a.files = append(a.files, f)
+		b, err := nbd.NewFileBackend(f)
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: %w", d.Name, err)
+		}
+		opts.Disks = append(opts.Disks, capture.DiskSpec{Name: d.Name, Backend: b})
+	}
+	if a.machine, err = capture.Open(ctx, opts); err != nil {
+		return nil, err
+	}
+	for i, d := range a.machine.Disks() {
+		exports = append(exports, nbd.Export{
+			Name:        d.Name(),
+			Description: fmt.Sprintf("%s disk %s (standby capture)", cfg.Machine, d.Name()),
+			Backend:     d,
+			ReadOnly:    cfg.Disks[i].ReadOnly,
+			MultiConn:   true, // a flush syncs the shared journal and every disk
+		})
+	}
+	so := nbd.Options{Exports: exports, Logger: a.log}
+	if cfg.TLS != nil {
+		if so.TLSConfig, err = serverTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+		so.TLSRequired = cfg.TLS.Required
+	}
+	if a.server, err = nbd.NewServer(so); err != nil {
+		return nil, err
+	}
+	if cfg.Listen.Unix != "" {
+		l, err := listenUnix(cfg.Listen.Unix)
+		if err != nil {
+			return nil, err
+		}
+		a.listeners = append(a.listeners, l)
+	}
+	if cfg.Listen.TCP != "" {
+		l, err := net.Listen("tcp", cfg.Listen.TCP)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.Listen.TCP, err)
+		}
+		a.listeners = append(a.listeners, l)
+	}
+	if cfg.Status != "" {
+		if a.statusL, err = listenAddr(cfg.Status); err != nil {
+			return nil, err
+		}
+		a.status = &http.Server{Handler: a.statusHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return a, nil
+}
+
+// Machine is the capture behind the exports.
+func (a *Agent) Machine() *capture.Machine { return a.machine }
+
+// Addrs are the NBD listeners' addresses, unix first.
+func (a *Agent) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range a.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// StatusAddr is the status listener's address, or nil.
+func (a *Agent) StatusAddr() net.Addr {
+	if a.statusL == nil {
+		return nil
+	}
+	return a.statusL.Addr()
+}
+
+// Run serves until ctx ends or a listener fails, then shuts down cleanly.
+func (a *Agent) Run(ctx context.Context) error {
+	for _, l := range a.listeners {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.server.Serve(ctx, l); err != nil && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+				a.serveErr <- fmt.Errorf("serve %s: %w", l.Addr(), err)
+			}
+		}()
+	}
+	if a.status != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.status.Serve(a.statusL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.serveErr <- fmt.Errorf("status listener: %w", err)
+			}
+		}()
+	}
+	a.log.Info("agent serving", "disks", len(a.cfg.Disks), "listeners", a.Addrs(), "state", a.machine.Stats().State)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-a.serveErr:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cerr := a.Close(sctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close stops serving, waits for in-flight requests, and closes the journal
+// cleanly (the clean-shutdown mark).
+func (a *Agent) Close(ctx context.Context) error {
+	err := a.closeAll(ctx)
+	a.wg.Wait()
+	if err == nil {
+		a.log.Info("agent stopped cleanly")
+	}
+	return err
+}
+
+func (a *Agent) closeAll(ctx context.Context) error {
+	var errs []error
+	if a.status != nil {
+		a.status.Close()
+	}
+	if a.server != nil {
+		errs = append(errs, a.server.Close(ctx))
+	}
+	for _, l := range a.listeners {
+		l.Close()
+	}
+	if a.machine != nil {
+		errs = append(errs, a.machine.Close(ctx))
+	}
+	for _, f := range a.files {
+		f.Close()
+	}
+	if a.cfg.Listen.Unix != "" {
+		os.Remove(a.cfg.Listen.Unix)
+	}
+	if a.lock != nil {
+		a.lock.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// openDisk opens a disk and takes an exclusive lock on it: capture must be
+// its only writer.
+func openDisk(d DiskConfig) (*os.File, error) {
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("disk %s: %w", d.Name, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("disk %s: %s is in use by another process (%v)", d.Name, d.Path, err)
+	}
+	return f, nil
+}
+
+func lockFile(path string, create bool) (*os.File, error) {
+	flag := os.O_RDWR
+	if create {
+		flag |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flag, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locked by another process")
+	}
+	return f, nil
+}
+
+// listenUnix listens on a unix socket, replacing a stale socket file.
+func listenUnix(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen %s: another process is serving it", path)
+		}
+		os.Remove(path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// listenAddr listens on host:port, or on a unix socket for a path.
+func listenAddr(addr string) (net.Listener, error) {
+	if filepath.IsAbs(addr) {
+		return listenUnix(addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+func serverTLS(c *TLSConfig) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client_ca %s holds no PEM certificate", c.ClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}

@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/standby-dr/standby/internal/capture"
+)
+
+// Config is the agent's configuration file (configs/agent.sample.yaml is a
+// commented example). Defaults live in Defaults; Validate lists what is
+// wrong.
+type Config struct {
+	// Machine is the protected machine's name, as operators see it.
+	Machine string `yaml:"machine"`
+	// StateDir holds the journal, dirty bitmap, activity log and state.
+	StateDir string       `yaml:"state_dir"`
+	Listen   ListenConfig `yaml:"listen"`
+	TLS      *TLSConfig   `yaml:"tls,omitempty"`
+	Disks    []DiskConfig `yaml:"disks"`
+	Journal  JournalConf  `yaml:"journal"`
+	// BookmarkInterval is the crash-consistent recovery point interval
+	// (1s..1h), or "off".
+	BookmarkInterval string `yaml:"bookmark_interval"`
+	// Status is an optional HTTP listener for /status, /bookmark and
+	// /metrics (host:port or a unix socket path).
+	Status string `yaml:"status,omitempty"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// ListenConfig names the NBD listeners; at least one is required.
+type ListenConfig struct {
+	Unix string `yaml:"unix,omitempty"` // socket path
+	TCP  string `yaml:"tcp,omitempty"`  // host:port
+}
+
+// TLSConfig enables STARTTLS on the NBD listeners.
+type TLSConfig struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca,omitempty"` // when set, clients must present a certificate it signed
+	Required bool   `yaml:"required"`            // refuse clients that do not start TLS
+}
+
+// DiskConfig is one protected disk: a regular file or a block device.
+type DiskConfig struct {
+	Name     string `yaml:"name"`
+	Path     string `yaml:"path"`
+	ReadOnly bool   `yaml:"read_only,omitempty"`
+}
+
+// JournalConf bounds the journal. Sizes take a unit: 64MiB, 1GiB, 512KiB.
+type JournalConf struct {
+	SegmentSize string `yaml:"segment_size"`
+	Limit       string `yaml:"limit"`
+}
+
+// Defaults returns a configuration with every defaulted field filled in.
+// Machine, StateDir, Listen and Disks have no defaults.
+func Defaults() Config {
+	return Config{
+		Journal: JournalConf{
+			SegmentSize: FormatSize(capture.DefaultSegmentSize),
+			Limit:       FormatSize(capture.DefaultJournalLimit),
+		},
+		BookmarkInterval: capture.DefaultBookmarkInterval.String(),
+		LogLevel:         "info",
+	}
+}
+
+// LoadConfig reads a YAML configuration over the defaults. Unknown fields
+// are errors.
+func LoadConfig(path string) (Config, error) {
+	c := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+var diskName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// Validate checks the configuration and returns every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Machine == "" {
+		bad("machine: required (the protected machine's name)")
+	}
+	if c.StateDir == "" {
+		bad("state_dir: required (a directory for the journal)")
+	}
+	if c.Listen.Unix == "" && c.Listen.TCP == "" {
+		bad("listen: set unix (a socket path) or tcp (host:port), or both")
+	}
+	if len(c.Disks) == 0 {
+		bad("disks: at least one disk is required")
+	}
+	seen := map[string]bool{}
+	for i, d := range c.Disks {
+		if !diskName.MatchString(d.Name) {
+			bad("disks[%d].name: %q must be 1-63 letters, digits, '.', '_' or '-'", i, d.Name)
+		}
+		if seen[d.Name] {
+			bad("disks[%d].name: %q is used twice", i, d.Name)
+		}
+		seen[d.Name] = true
+		if d.Path == "" {
+			bad("disks[%d].path: required (an image file or block device)", i)
+		}
+	}
+	seg, err := ParseSize(c.Journal.SegmentSize)
+	if err != nil {
+		bad("journal.segment_size: %v", err)
+	}
+	limit, err2 := ParseSize(c.Journal.Limit)
+	if err2 != nil {
+		bad("journal.limit: %v", err2)
+	}
+	if err == nil && err2 == nil && (seg < 64<<10 || limit < 2*seg) {
+		bad("journal: segment_size must be at least 64KiB and limit at least two segments (got %s and %s)", c.Journal.SegmentSize, c.Journal.Limit)
+	}
+	if _, err := c.bookmarkInterval(); err != nil {
+		bad("bookmark_interval: %v", err)
+	}
+	if c.TLS != nil && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		bad("tls: cert and key are required when tls is set")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) bookmarkInterval() (time.Duration, error) {
+	if c.BookmarkInterval == "off" {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(c.BookmarkInterval)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration like 10s, or off", c.BookmarkInterval)
+	}
+	if d < time.Second || d > time.Hour {
+		return 0, fmt.Errorf("%s is outside 1s..1h", d)
+	}
+	return d, nil
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// ParseSize reads a size like 512KiB, 64MiB, 1GiB or a plain byte count.
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size like 512KiB, 64MiB or 1GiB", s)
+	}
+	return n * mult, nil
+}
+
+// FormatSize writes a size the way ParseSize reads it.
+func FormatSize(n int64) string {
+	for _, u := range sizeUnits {
+		if n >= u.mult && n%u.mult == 0 {
+			return fmt.Sprintf("%d%s", n/u.mult, u.suffix)
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/standby-dr/standby/internal/capture"
+)
+
+// Status is what GET /status returns.
+type Status struct {
+	Machine string          `json:"machine"`
+	Capture capture.Stats   `json:"capture"`
+	Disks   []DiskStatus    `json:"disks"`
+	Journal []SegmentStatus `json:"journal"`
+	Dirty   []capture.Extent `json:"dirty"`
+}
+
+// DiskStatus describes one exported disk.
+type DiskStatus struct {
+	Name   string `json:"name"`
+	Export string `json:"export"`
+	Size   int64  `json:"size"`
+}
+
+// SegmentStatus describes one journal segment.
+type SegmentStatus = capture.SegmentInfo
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	s := Status{Machine: a.cfg.Machine, Capture: a.machine.Stats(), Journal: a.machine.Segments(), Dirty: a.machine.DirtyExtents()}
+	for _, d := range a.machine.Disks() {
+		s.Disks = append(s.Disks, DiskStatus{Name: d.Name(), Export: d.Name(), Size: d.Size()})
+	}
+	return s
+}
+
+func (a *Agent) statusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status())
+	})
+	mux.HandleFunc("POST /bookmark", func(w http.ResponseWriter, r *http.Request) {
+		label := r.URL.Query().Get("label")
+		if label == "" {
+			label = "manual"
+		}
+		app, _ := strconv.ParseBool(r.URL.Query().Get("app"))
+		seq, err := a.machine.Bookmark(label, app)
+		if errors.Is(err, capture.ErrNotConsistent) {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		} else if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]uint64{"seq": seq})
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		st := a.machine.Stats()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		m := a.cfg.Machine
+		gauge := func(name, help string, v any) {
+			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s{machine=%q} %v\n", name, help, name, name, m, v)
+		}
+		counter := func(name, help string, v any) {
+			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s{machine=%q} %v\n", name, help, name, name, m, v)
+		}
+		counter("standby_capture_writes_total", "Writes captured.", st.Writes)
+		counter("standby_capture_write_bytes_total", "Bytes written through capture.", st.WriteBytes)
+		counter("standby_capture_flushes_total", "Flush requests.", st.Flushes)
+		counter("standby_capture_sync_rounds_total", "Group-commit fsync rounds.", st.SyncRounds)
+		counter("standby_capture_bookmarks_total", "Bookmarks appended.", st.Bookmarks)
+		gauge("standby_journal_bytes", "Bytes of journal on disk.", st.JournalBytes)
+		gauge("standby_journal_limit_bytes", "Journal limit.", st.JournalLimit)
+		gauge("standby_journal_seq", "Sequence number of the newest record.", st.Pos.Seq)
+		gauge("standby_dirty_bytes", "Bytes marked in the dirty bitmap.", st.DirtyBytes)
+		for _, s := range []capture.State{capture.StateJournaling, capture.StateOverflow, capture.StateResyncing, capture.StateFailed} {
+			v := 0
+			if st.State == s {
+				v = 1
+			}
+			fmt.Fprintf(w, "standby_capture_state{machine=%q,state=%q} %d\n", m, s, v)
+		}
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

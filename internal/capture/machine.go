@@ -1,0 +1,709 @@
+package capture
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/standby-dr/standby/internal/journal"
+	"github.com/standby-dr/standby/internal/nbd"
+)
+
+// Defaults for Options. They are the one place these numbers live.
+const (
+	DefaultSegmentSize      = 16 << 20
+	DefaultJournalLimit     = 1 << 30
+	DefaultBookmarkInterval = 10 * time.Second
+	DefaultChunkSize        = 64 << 10
+	DefaultExtentSize       = 4 << 20
+	DefaultActivityExtents  = 1024
+)
+
+// DiskSpec is one disk of the machine.
+type DiskSpec struct {
+	Name    string
+	Backend nbd.Backend // the disk the journal fronts; capture is its only writer
+}
+
+// Options configure a Machine. Zero values take the defaults above.
+type Options struct {
+	Dir   string // state directory; created if missing
+	Disks []DiskSpec
+
+	SegmentSize  int64 // a segment is sealed when it would grow past this
+	JournalLimit int64 // bytes of journal kept at most; past it, writes go to the dirty bitmap
+	// BookmarkInterval is the crash-consistent bookmark interval; negative disables them.
+	BookmarkInterval time.Duration
+	ChunkSize        int64 // dirty bitmap granularity
+	ExtentSize       int64 // activity log granularity
+	ActivityExtents  int   // activity log slots
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (o *Options) setDefaults() error {
+	if o.Dir == "" {
+		return errors.New("capture: Options.Dir is required")
+	}
+	if len(o.Disks) == 0 {
+		return errors.New("capture: a machine needs at least one disk")
+	}
+	if len(o.Disks) > 256 {
+		return fmt.Errorf("capture: %d disks, at most 256", len(o.Disks))
+	}
+	names := map[string]bool{}
+	for i, d := range o.Disks {
+		if d.Name == "" || d.Backend == nil {
+			return fmt.Errorf("capture: disk %d needs a name and a backend", i)
+		}
+		if names[d.Name] {
+			return fmt.Errorf("capture: disk name %q used twice", d.Name)
+		}
+		names[d.Name] = true
+	}
+	def := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.SegmentSize, DefaultSegmentSize)
+	def(&o.JournalLimit, DefaultJournalLimit)
+	def(&o.ChunkSize, DefaultChunkSize)
+	def(&o.ExtentSize, DefaultExtentSize)
+	if o.BookmarkInterval == 0 {
+		o.BookmarkInterval = DefaultBookmarkInterval
+	}
+	if o.ActivityExtents == 0 {
+		o.ActivityExtents = DefaultActivityExtents
+	}
+	if o.SegmentSize < 4096 || o.JournalLimit < 2*(journal.HeaderSize+journal.TrailerSize) {
+		return fmt.Errorf("capture: segment size %d or journal limit %d too small", o.SegmentSize, o.JournalLimit)
+	}
+	if o.ChunkSize < 4096 || o.ChunkSize&(o.ChunkSize-1) != 0 || o.ExtentSize < o.ChunkSize || o.ExtentSize%o.ChunkSize != 0 {
+		return fmt.Errorf("capture: chunk size %d must be a power of two >= 4096 and divide extent size %d", o.ChunkSize, o.ExtentSize)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// State is the capture state a machine is in.
+type State string
+
+const (
+	StateJournaling  State = "journaling"  // every write is in the journal
+	StateOverflow    State = "overflow"    // the journal is full; writes mark the dirty bitmap
+	StateResyncing   State = "resyncing"   // dirty chunks are being appended to the journal
+	StateFailed      State = "failed"      // a journal or disk sync failed; writes are refused
+)
+
+// Stats is a snapshot of a machine's capture counters.
+type Stats struct {
+	MachineID    string      `json:"machine_id"`
+	Epoch        uint64      `json:"epoch"`
+	State        State       `json:"state"`
+	Pos          journal.Pos `json:"pos"`
+	LastBookmark uint64      `json:"last_bookmark_seq"`
+	Writes       uint64      `json:"writes"`
+	WriteBytes   uint64      `json:"write_bytes"`
+	Zeroes       uint64      `json:"zeroes"`
+	Trims        uint64      `json:"trims"`
+	Bookmarks    uint64      `json:"bookmarks"`
+	Flushes      uint64      `json:"flushes"`
+	SyncRounds   uint64      `json:"sync_rounds"`
+	JournalBytes int64       `json:"journal_bytes"`
+	JournalLimit int64       `json:"journal_limit"`
+	Segments     int         `json:"segments"`
+	DirtyBytes   int64       `json:"dirty_bytes"`
+	ALSyncs      uint64      `json:"activity_log_syncs"`
+	Recovered    string      `json:"recovered,omitempty"` // what Open had to recover, if anything
+}
+
+// Machine captures the writes of one machine's disks into one journal.
+type Machine struct {
+	o     Options
+	log   *slog.Logger
+	id    [16]byte
+	st    state
+	disks []*Disk
+
+	mu         sync.Mutex // the write lock: journal append and disk write, in order
+	seg        *segments
+	bits       *bitmap
+	al         *activityLog
+	writeGen   uint64 // generation of the newest mutation
+	syncedGen  uint64 // newest generation a completed sync made durable
+	failed     error
+	sinceBM    uint64 // records since the last bookmark
+	lastBM     uint64
+	stats      Stats
+	resyncing  bool
+	flushCount atomic.Uint64
+
+	sync groupSync
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // wakes the resync loop
+	closed bool
+}
+
+// Open opens (or creates) the machine's state in o.Dir, recovers from an
+// unclean stop if needed, and starts the bookmark and resync loops.
+func Open(ctx context.Context, o Options) (*Machine, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(o.Dir, "journal"), 0o700); err != nil {
+		return nil, err
+	}
+	m := &Machine{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
+	if err := m.recover(ctx); err != nil {
+		m.closeFiles()
+		return nil, err
+	}
+	m.sync.init(m.syncRound)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if o.BookmarkInterval > 0 {
+		m.wg.Add(1)
+		go m.bookmarkLoop()
+	}
+	m.wg.Add(1)
+	go m.resyncLoop()
+	if m.bits.count.Load() > 0 {
+		m.kickResync()
+	}
+	return m, nil
+}
+
+// Disks returns the machine's disks, in the order of Options.Disks; each is
+// an nbd.Backend to export.
+func (m *Machine) Disks() []*Disk { return m.disks }
+
+// ID is the machine id, stable across runs.
+func (m *Machine) ID() string { return m.st.MachineID }
+
+// Dir is the state directory.
+func (m *Machine) Dir() string { return m.o.Dir }
+
+// mutate journals rec (or marks the dirty bitmap when the journal is full)
+// and then applies it to the disk, both under the write lock.
+func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error {
+	if rec.Length == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed != nil {
+		return m.failed
+	}
+	gen := m.writeGen + 1
+	if err := m.al.touch(d.index, int64(rec.Offset), int64(rec.Length), gen, m.syncedGen, m.syncLocked); err != nil {
+		return m.fail(err)
+	}
+	m.writeGen = gen
+	rec.Disk = uint16(d.index)
+	rec.Time = m.o.Now().UnixNano()
+	journaled, err := m.appendLocked(rec)
+	if err != nil {
+		return err
+	}
+	if !journaled {
+		if err := m.bits.mark(d.index, int64(rec.Offset), int64(rec.Length)); err != nil {
+			return m.fail(err)
+		}
+	}
+	m.count(rec)
+	if err := apply(); err != nil {
+		if journaled {
+			// The journal holds a write the disk may lack: resync the range.
+			if merr := m.bits.mark(d.index, int64(rec.Offset), int64(rec.Length)); merr != nil {
+				return m.fail(merr)
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+func (m *Machine) count(rec *journal.Record) {
+	switch rec.Kind {
+	case journal.KindWrite:
+		m.stats.Writes++
+		m.stats.WriteBytes += rec.Length
+	case journal.KindZero:
+		m.stats.Zeroes++
+	case journal.KindTrim:
+		m.stats.Trims++
+	}
+}
+
+// appendLocked appends rec to the journal if it fits. A record that does not
+// fit (or a journal write error) is not an error for the caller: it returns
+// false, and the caller marks the dirty bitmap.
+func (m *Machine) appendLocked(rec *journal.Record) (bool, error) {
+	if !m.seg.fits(int64(journal.EncodedSize(rec))) {
+		m.enterOverflow("journal limit reached")
+		return false, nil
+	}
+	if err := m.seg.append(rec); err != nil {
+		m.enterOverflow(err.Error())
+		return false, nil
+	}
+	m.sinceBM++
+	return true, nil
+}
+
+func (m *Machine) enterOverflow(why string) {
+	if m.bits.count.Load() == 0 && !m.resyncing {
+		m.log.Warn("journal overflow: tracking writes in the dirty bitmap",
+			"machine", m.st.MachineID, "reason", why, "journal_bytes", m.seg.used, "journal_limit", m.seg.limit)
+	}
+}
+
+// fail makes the machine refuse writes: after a failed fsync the page cache
+// cannot be trusted to hold what was written.
+func (m *Machine) fail(err error) error {
+	if m.failed == nil {
+		m.failed = fmt.Errorf("capture failed, writes refused (restart the agent to recover): %w", err)
+		m.log.Error("capture failed", "machine", m.st.MachineID, "err", err)
+	}
+	return m.failed
+}
+
+// Bookmark appends a bookmark and returns its sequence number. It fails
+// while the journal is not a consistent prefix (overflow or resync).
+func (m *Machine) Bookmark(label string, appConsistent bool) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bookmarkLocked(label, appConsistent)
+}
+
+// ErrNotConsistent is returned for a bookmark asked for while the journal
+// is not a consistent prefix of the disks' history.
+var ErrNotConsistent = errors.New("capture: journal is not consistent (overflow or resync in progress)")
+
+func (m *Machine) bookmarkLocked(label string, app bool) (uint64, error) {
+	if m.failed != nil {
+		return 0, m.failed
+	}
+	if m.bits.count.Load() > 0 {
+		return 0, ErrNotConsistent
+	}
+	rec := journal.Record{Kind: journal.KindBookmark, Data: []byte(label), Time: m.o.Now().UnixNano()}
+	if app {
+		rec.Flags |= journal.FlagAppConsistent
+	}
+	if len(rec.Data) > journal.MaxLabel {
+		return 0, fmt.Errorf("bookmark label of %d bytes, at most %d", len(rec.Data), journal.MaxLabel)
+	}
+	if !m.seg.fits(int64(journal.EncodedSize(&rec))) {
+		return 0, ErrNotConsistent
+	}
+	if err := m.seg.append(&rec); err != nil {
+		return 0, m.fail(err)
+	}
+	m.sinceBM = 0
+	m.lastBM = rec.Seq
+	m.stats.Bookmarks++
+	return rec.Seq, nil
+}
+
+func (m *Machine) bookmarkLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.o.BookmarkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		if m.sinceBM > 0 {
+			if _, err := m.bookmarkLocked("interval", false); err != nil && !errors.Is(err, ErrNotConsistent) {
+				m.log.Warn("interval bookmark", "machine", m.st.MachineID, "err", err)
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+// Sync makes every write completed before the call durable in the journal
+// and on the disks. Concurrent calls share fsyncs.
+func (m *Machine) Sync() error {
+	m.flushCount.Add(1)
+	return m.sync.wait()
+}
+
+// syncRound is one group-commit round, run by the sync goroutine.
+func (m *Machine) syncRound() error {
+	m.mu.Lock()
+	if m.failed != nil {
+		m.mu.Unlock()
+		return m.failed
+	}
+	gen := m.writeGen
+	segs := m.seg.syncList()
+	sealed := make([]bool, len(segs))
+	for i, s := range segs {
+		sealed[i] = s.Sealed
+	}
+	dirDirty := m.seg.dirDirty
+	m.seg.dirDirty = false
+	bitsDirty := m.bits.dirty
+	m.bits.dirty = false
+	m.mu.Unlock()
+
+	err := m.syncFiles(segs, dirDirty, bitsDirty)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		return m.fail(err)
+	}
+	m.seg.markSynced(segs, sealed)
+	m.syncedGen = max(m.syncedGen, gen)
+	m.stats.SyncRounds++
+	return nil
+}
+
+func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty bool) error {
+	for _, s := range segs {
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", s.Path, err)
+		}
+	}
+	if dirDirty {
+		if err := syncDir(m.seg.dir); err != nil {
+			return fmt.Errorf("sync journal directory: %w", err)
+		}
+	}
+	if bitsDirty {
+		if err := m.bits.f.Sync(); err != nil {
+			return fmt.Errorf("sync dirty bitmap: %w", err)
+		}
+	}
+	for _, d := range m.disks {
+		if err := d.back.Flush(context.Background()); err != nil {
+			return fmt.Errorf("flush disk %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// syncLocked is a sync round run with the write lock held, for the activity
+// log when every slot holds writes that are not durable yet.
+func (m *Machine) syncLocked() (uint64, error) {
+	segs := m.seg.syncList()
+	sealed := make([]bool, len(segs))
+	for i, s := range segs {
+		sealed[i] = s.Sealed
+	}
+	dirDirty, bitsDirty := m.seg.dirDirty, m.bits.dirty
+	m.seg.dirDirty, m.bits.dirty = false, false
+	if err := m.syncFiles(segs, dirDirty, bitsDirty); err != nil {
+		return 0, m.fail(err)
+	}
+	m.seg.markSynced(segs, sealed)
+	m.syncedGen = m.writeGen
+	return m.syncedGen, nil
+}
+
+// SealActive seals the active segment so that its records can be shipped.
+func (m *Machine) SealActive() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seg.active == nil || m.seg.active.count == 0 {
+		return nil
+	}
+	return m.seg.seal(m.o.Now().UnixNano())
+}
+
+// Segments lists the journal's segment files, oldest first.
+func (m *Machine) Segments() []SegmentInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.seg.infos()
+}
+
+// Release drops sealed, durable segments whose records are all at or before
+// seq (they were shipped), and resumes resync if the journal was full.
+func (m *Machine) Release(seq uint64) error {
+	m.mu.Lock()
+	freed, err := m.seg.release(seq, func(end journal.Pos) error {
+		// Open checks the first retained segment's continuity against this.
+		m.st.Released = end
+		return saveState(m.o.Dir, &m.st)
+	})
+	m.mu.Unlock()
+	if freed > 0 {
+		m.kickResync()
+	}
+	return err
+}
+
+// DirtyExtents lists the ranges the dirty bitmap holds: writes the journal
+// does not have.
+func (m *Machine) DirtyExtents() []Extent {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bits.extents()
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Machine) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.stats
+	s.MachineID, s.Epoch = m.st.MachineID, m.st.Epoch
+	s.Pos, s.LastBookmark = m.seg.pos, m.lastBM
+	s.JournalBytes, s.JournalLimit, s.Segments = m.seg.used, m.seg.limit, len(m.seg.list)
+	s.DirtyBytes = m.bits.count.Load() * m.o.ChunkSize
+	s.ALSyncs = m.al.syncs
+	s.Flushes = m.flushCount.Load()
+	switch {
+	case m.failed != nil:
+		s.State = StateFailed
+	case m.resyncing:
+		s.State = StateResyncing
+	case m.bits.count.Load() > 0:
+		s.State = StateOverflow
+	default:
+		s.State = StateJournaling
+	}
+	return s
+}
+
+// Close stops the loops, makes everything durable, seals the journal and
+// leaves the clean-shutdown mark. Writes after Close fail.
+func (m *Machine) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err := m.Sync()
+	m.sync.stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil {
+		err = m.seg.seal(m.o.Now().UnixNano())
+	}
+	if err == nil {
+		_, err = m.syncLocked()
+	}
+	if err == nil {
+		err = m.al.reset()
+	}
+	if err == nil && m.failed == nil {
+		m.st.Clean = true
+		err = saveState(m.o.Dir, &m.st)
+	}
+	if m.failed == nil {
+		m.failed = errors.New("capture: machine closed")
+	}
+	m.closeFiles()
+	return err
+}
+
+func (m *Machine) closeFiles() {
+	if m.seg != nil {
+		m.seg.close()
+	}
+	if m.bits != nil {
+		m.bits.close()
+	}
+	if m.al != nil {
+		m.al.close()
+	}
+}
+
+// groupSync runs sync rounds on one goroutine; callers that arrive while a
+// round runs share the next one.
+type groupSync struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	req      uint64
+	done     uint64
+	err      error
+	stopped  bool
+	round    func() error
+	finished chan struct{}
+}
+
+func (g *groupSync) init(round func() error) {
+	g.cond = sync.NewCond(&g.mu)
+	g.round = round
+	g.finished = make(chan struct{})
+	go g.loop()
+}
+
+func (g *groupSync) loop() {
+	defer close(g.finished)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for {
+		for g.req == g.done && !g.stopped {
+			g.cond.Wait()
+		}
+		if g.req == g.done && g.stopped {
+			return
+		}
+		target := g.req
+		g.mu.Unlock()
+		err := g.round()
+		g.mu.Lock()
+		g.done = target
+		if err != nil && g.err == nil {
+			g.err = err
+		}
+		g.cond.Broadcast()
+	}
+}
+
+func (g *groupSync) wait() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return errors.New("capture: machine closed")
+	}
+	g.req++
+	ticket := g.req
+	g.cond.Broadcast()
+	for g.done < ticket {
+		g.cond.Wait()
+	}
+	return g.err
+}
+
+func (g *groupSync) stop() {
+	g.mu.Lock()
+	g.stopped = true
+	g.cond.Broadcast()
+	g.mu.Unlock()
+	<-g.finished
+}
+
+func (m *Machine) kickResync() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// resyncLoop appends the content of dirty chunks to the journal whenever
+// there is room, until the bitmap is empty.
+func (m *Machine) resyncLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	buf := make([]byte, m.o.ChunkSize)
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.kick:
+		case <-t.C:
+		}
+		if m.bits.count.Load() > 0 {
+			m.resync(buf)
+		}
+	}
+}
+
+func (m *Machine) resync(buf []byte) {
+	disk, chunk := 0, int64(0)
+	for m.ctx.Err() == nil {
+		done, err := m.resyncChunk(buf, &disk, &chunk)
+		if err != nil {
+			m.log.Warn("resync", "machine", m.st.MachineID, "err", err)
+			return
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// resyncChunk appends the next dirty chunk at or after (*disk, *chunk), if
+// the journal has room, and clears its bit. done is true when there is
+// nothing more to do for now.
+func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed != nil {
+		return true, nil
+	}
+	d, c, ok := m.bits.next(*disk, *chunk)
+	if !ok {
+		if m.resyncing {
+			m.log.Info("resync complete: journal consistent again", "machine", m.st.MachineID, "seq", m.seg.pos.Seq)
+		}
+		m.resyncing = false
+		return true, nil
+	}
+	e := m.bits.chunkExtent(d, c)
+	if !m.seg.fits(journal.RecordHeaderSize + e.Length) {
+		return true, nil
+	}
+	if !m.resyncing {
+		m.log.Info("resync started", "machine", m.st.MachineID, "dirty_bytes", m.bits.count.Load()*m.o.ChunkSize)
+		m.resyncing = true
+	}
+	data := buf[:e.Length]
+	if err := m.disks[d].back.ReadAt(m.ctx, data, e.Offset); err != nil {
+		return true, fmt.Errorf("read dirty chunk of disk %s at %d: %w", m.disks[d].name, e.Offset, err)
+	}
+	rec := journal.Record{Kind: journal.KindWrite, Flags: journal.FlagResync, Disk: uint16(d), Offset: uint64(e.Offset), Length: uint64(e.Length), Data: data, Time: m.o.Now().UnixNano()}
+	if isZero(data) {
+		rec.Kind, rec.Data = journal.KindZero, nil
+	}
+	if err := m.seg.append(&rec); err != nil {
+		return true, err
+	}
+	m.writeGen++
+	if err := m.bits.clear(d, c); err != nil {
+		return true, m.fail(err)
+	}
+	*disk, *chunk = d, c+1
+	return false, nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

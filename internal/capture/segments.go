@@ -1,0 +1,283 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/standby-dr/standby/internal/journal"
+)
+
+// SegmentInfo describes one journal segment file.
+type SegmentInfo struct {
+	Path     string
+	FirstSeq uint64
+	LastSeq  uint64 // FirstSeq-1 when empty
+	Size     int64
+	Sealed   bool
+	Synced   bool // sealed and durable: safe to ship
+}
+
+type segment struct {
+	SegmentInfo
+	f       *os.File // open while active or not yet synced
+	count   uint64
+	payload uint64
+	end     journal.Pos // position after the last record, once sealed
+}
+
+// segments is the journal directory: sealed segments and one active one.
+// Its methods are called with the machine's lock held.
+type segments struct {
+	dir     string
+	hdr     journal.Header // template: machine id and epoch
+	segSize int64
+	limit   int64
+
+	list     []*segment // oldest first; the last is active when active != nil
+	active   *segment
+	pos      journal.Pos
+	used     int64
+	dirDirty bool
+	recHdr   [journal.RecordHeaderSize]byte
+	iov      [2][]byte
+}
+
+func segmentName(first uint64) string { return fmt.Sprintf("%020d.seg", first) }
+
+// listSegments returns the segment files of dir, oldest first.
+func listSegments(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasSuffix(n, ".seg") {
+			if _, err := strconv.ParseUint(strings.TrimSuffix(n, ".seg"), 10, 64); err == nil {
+				names = append(names, filepath.Join(dir, n))
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// fits reports whether a record of n encoded bytes can be appended within
+// the journal limit.
+func (s *segments) fits(n int64) bool {
+	need := n + journal.TrailerSize
+	if s.active == nil || (s.active.count > 0 && s.active.Size+n+journal.TrailerSize > s.segSize) {
+		need += journal.HeaderSize
+	}
+	return s.used+need <= s.limit
+}
+
+// append writes rec (whose Seq it sets) with one vectored write and returns
+// the new position. The caller checked fits.
+func (s *segments) append(rec *journal.Record) error {
+	n := int64(journal.EncodedSize(rec))
+	if s.active != nil && s.active.count > 0 && s.active.Size+n+journal.TrailerSize > s.segSize {
+		if err := s.seal(rec.Time); err != nil {
+			return err
+		}
+	}
+	if s.active == nil {
+		if err := s.create(rec.Time); err != nil {
+			return err
+		}
+	}
+	rec.Seq = s.pos.Seq + 1
+	crc := journal.PutRecordHeader(s.recHdr[:], rec)
+	s.iov[0], s.iov[1] = s.recHdr[:], rec.Data
+	iov := s.iov[:]
+	if len(rec.Data) == 0 {
+		iov = iov[:1]
+	}
+	if err := pwritevFull(int(s.active.f.Fd()), iov, s.active.Size); err != nil {
+		// Cut a partial record so the segment stays decodable.
+		_ = s.active.f.Truncate(s.active.Size)
+		return fmt.Errorf("append record %d to %s: %w", rec.Seq, s.active.Path, err)
+	}
+	s.active.Size += n
+	s.active.count++
+	s.active.payload += uint64(len(rec.Data))
+	s.active.LastSeq = rec.Seq
+	s.used += n
+	s.pos = s.pos.Next(crc)
+	return nil
+}
+
+func pwritevFull(fd int, iov [][]byte, off int64) error {
+	for len(iov) > 0 {
+		n, err := unix.Pwritev(fd, iov, off)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		off += int64(n)
+		for n > 0 && len(iov) > 0 {
+			if n >= len(iov[0]) {
+				n -= len(iov[0])
+				iov = iov[1:]
+			} else {
+				iov[0] = iov[0][n:]
+				n = 0
+			}
+		}
+		for len(iov) > 0 && len(iov[0]) == 0 {
+			iov = iov[1:]
+		}
+	}
+	return nil
+}
+
+// create starts a new active segment after the current position.
+func (s *segments) create(now int64) error {
+	h := s.hdr
+	h.FirstSeq, h.PrevChain, h.Created = s.pos.Seq+1, s.pos.Chain, now
+	path := filepath.Join(s.dir, segmentName(h.FirstSeq))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	if _, err := f.WriteAt(journal.AppendHeader(nil, &h), 0); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("write segment header %s: %w", path, err)
+	}
+	seg := &segment{SegmentInfo: SegmentInfo{Path: path, FirstSeq: h.FirstSeq, LastSeq: h.FirstSeq - 1, Size: journal.HeaderSize}, f: f}
+	s.list = append(s.list, seg)
+	s.active = seg
+	s.used += journal.HeaderSize
+	s.dirDirty = true
+	return nil
+}
+
+// seal closes the active segment with its trailer; it stays open until the
+// syncer has made it durable.
+func (s *segments) seal(now int64) error {
+	a := s.active
+	if a == nil {
+		return nil
+	}
+	t := journal.Trailer{LastSeq: s.pos.Seq, Count: a.count, Chain: s.pos.Chain, Payload: a.payload, Sealed: now}
+	if _, err := a.f.WriteAt(journal.AppendTrailer(nil, &t), a.Size); err != nil {
+		return fmt.Errorf("seal %s: %w", a.Path, err)
+	}
+	a.Size += journal.TrailerSize
+	s.used += journal.TrailerSize
+	a.Sealed = true
+	a.end = s.pos
+	s.active = nil
+	return nil
+}
+
+// syncList is the files the next sync round must make durable.
+func (s *segments) syncList() []*segment {
+	var out []*segment
+	for _, seg := range s.list {
+		if seg.f != nil {
+			out = append(out, seg)
+		}
+	}
+	return out
+}
+
+// markSynced records that segs were made durable (their sealed state at the
+// time the round began is passed in sealed).
+func (s *segments) markSynced(segs []*segment, sealed []bool) {
+	for i, seg := range segs {
+		if sealed[i] && seg.f != nil {
+			seg.Synced = true
+			seg.f.Close()
+			seg.f = nil
+		}
+	}
+}
+
+// release removes sealed, synced segments whose records are all at or
+// before seq. commit is called with the position after the last record to
+// be removed before any file is removed, so that it can be made durable
+// first. It returns how many bytes it freed.
+func (s *segments) release(seq uint64, commit func(end journal.Pos) error) (int64, error) {
+	n := 0
+	for n < len(s.list) && s.list[n].Synced && s.list[n].LastSeq <= seq {
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := commit(s.list[n-1].end); err != nil {
+		return 0, err
+	}
+	var freed int64
+	for _, seg := range s.list[:n] {
+		if err := os.Remove(seg.Path); err != nil {
+			return freed, fmt.Errorf("release segment: %w", err)
+		}
+		s.used -= seg.Size
+		freed += seg.Size
+		s.list = s.list[1:]
+	}
+	s.dirDirty = true
+	return freed, nil
+}
+
+func (s *segments) infos() []SegmentInfo {
+	out := make([]SegmentInfo, len(s.list))
+	for i, seg := range s.list {
+		out[i] = seg.SegmentInfo
+	}
+	return out
+}
+
+func (s *segments) close() {
+	for _, seg := range s.list {
+		if seg.f != nil {
+			seg.f.Close()
+			seg.f = nil
+		}
+	}
+}
+
+// scanSegment reads a segment file through, calling fn for every valid
+// record. It returns the reader (for the header, position and offset of the
+// valid prefix) and the error that ended the scan: nil for a sealed segment,
+// journal.ErrNotSealed for one that simply ends, another error for damage.
+func scanSegment(path string, fn func(*journal.Record) error) (*journal.Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := journal.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var rec journal.Record
+	for {
+		err := rd.Next(&rec)
+		if err == io.EOF {
+			return rd, nil
+		}
+		if err != nil {
+			return rd, err
+		}
+		if fn != nil {
+			if err := fn(&rec); err != nil {
+				return rd, err
+			}
+		}
+	}
+}

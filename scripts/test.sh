@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs the Debian packages the tests need (real NBD
+# clients and servers, fio, FUSE, filesystem tools) when they are missing,
+# then runs vet, a format check and every Go test.
+#
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh ./internal/nbd/...   # some packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+need qemu-io qemu-utils
+need qemu-img qemu-utils
+need qemu-nbd qemu-utils
+need nbdinfo libnbd-bin
+need nbdcopy libnbd-bin
+need nbdfuse libnbd-bin
+need nbdkit nbdkit
+need fio fio
+need fusermount3 fuse3
+need mkfs.ext4 e2fsprogs
+need losetup mount
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${need_pkgs[@]}" | sort -u | tr '\n' ' ')
+  if [ "$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi
+  if [ "$SUDO" = none ]; then
+    echo "test.sh: not root and no sudo: cannot install $pkgs; tests that need them will skip" >&2
+  else
+    echo "test.sh: installing $pkgs" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  fi
+fi
+
+# Facilities some tests need; say plainly what this machine lacks.
+[ -e /dev/fuse ] || echo "test.sh: /dev/fuse missing: nbdfuse tests will skip" >&2
+[ -e /dev/loop-control ] || echo "test.sh: /dev/loop-control missing: loop-device tests will skip" >&2
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on:" >&2; echo "$unformatted" >&2; exit 1
+fi
+go vet ./...
+pkgs=("$@")
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+go test -count=1 -timeout 20m -p 2 "${pkgs[@]}" 2>&1 | tee /tmp/standby-test.log
