@@ -12,10 +12,10 @@ import (
 
 // Status is what GET /status returns.
 type Status struct {
-	Machine string          `json:"machine"`
-	Capture capture.Stats   `json:"capture"`
-	Disks   []DiskStatus    `json:"disks"`
-	Journal []SegmentStatus `json:"journal"`
+	Machine string           `json:"machine"`
+	Capture capture.Stats    `json:"capture"`
+	Disks   []DiskStatus     `json:"disks"`
+	Journal []SegmentStatus  `json:"journal"`
 	Dirty   []capture.Extent `json:"dirty"`
 }
 

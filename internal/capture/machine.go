@@ -103,10 +103,10 @@ func (o *Options) setDefaults() error {
 type State string
 
 const (
-	StateJournaling  State = "journaling"  // every write is in the journal
-	StateOverflow    State = "overflow"    // the journal is full; writes mark the dirty bitmap
-	StateResyncing   State = "resyncing"   // dirty chunks are being appended to the journal
-	StateFailed      State = "failed"      // a journal or disk sync failed; writes are refused
+	StateJournaling State = "journaling" // every write is in the journal
+	StateOverflow   State = "overflow"   // the journal is full; writes mark the dirty bitmap
+	StateResyncing  State = "resyncing"  // dirty chunks are being appended to the journal
+	StateFailed     State = "failed"     // a journal or disk sync failed; writes are refused
 )
 
 // Stats is a snapshot of a machine's capture counters.
