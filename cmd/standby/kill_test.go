@@ -235,4 +235,3 @@ func firstDiff(x, y []byte) int {
 	}
 	return min(len(x), len(y))
 }
-
