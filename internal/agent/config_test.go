@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSampleConfigIsValid(t *testing.T) {
+	c, err := LoadConfig("../../configs/agent.sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("sample config: %v", err)
+	}
+	if len(c.Disks) != 2 || c.Journal.Limit != "1GiB" || c.BookmarkInterval != "10s" {
+		t.Fatalf("sample config read as %+v", c)
+	}
+}
+
+func TestInvalidConfigsFail(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string // every one must appear in the error
+	}{
+		{"no-disks.yaml", []string{"disks: at least one disk"}},
+		{"unknown-field.yaml", []string{"journal_limit", "not found"}},
+		{"bad-values.yaml", []string{
+			"listen: set unix",
+			`disks[0].name: "root disk"`,
+			"disks[1].path: required",
+			"journal.segment_size",
+			"bookmark_interval: 100ms is outside 1s..1h",
+			`log_level: "loud" is not one of debug, info, warn, error`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			c, err := LoadConfig("testdata/" + tt.file)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil {
+				t.Fatal("invalid config accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1GiB", 1 << 30, true},
+		{"512KiB", 512 << 10, true},
+		{"4096", 4096, true},
+		{"16 MiB", 16 << 20, true},
+		{"1GB", 0, false},
+		{"-1MiB", 0, false},
+		{"", 0, false},
+		{"99999999999TiB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+		if tt.ok && FormatSize(got) == "" {
+			t.Errorf("FormatSize(%d) empty", got)
+		}
+	}
+}
