@@ -255,6 +255,12 @@ func (m *Machine) count(rec *journal.Record) {
 // fit (or a journal write error) is not an error for the caller: it returns
 // false, and the caller marks the dirty bitmap.
 func (m *Machine) appendLocked(rec *journal.Record) (bool, error) {
+	if m.bits.count.Load() > 0 && !m.resyncing {
+		// Overflowed and waiting for room: every write goes to the bitmap
+		// until resync starts, so the journal does not fill with a few
+		// small writes that happen to fit.
+		return false, nil
+	}
 	if !m.seg.fits(int64(journal.EncodedSize(rec))) {
 		m.enterOverflow("journal limit reached")
 		return false, nil
