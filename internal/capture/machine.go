@@ -139,18 +139,22 @@ type Machine struct {
 	st    state
 	disks []*Disk
 
-	mu         sync.Mutex // the write lock: journal append and disk write, in order
-	seg        *segments
-	bits       *bitmap
-	al         *activityLog
-	writeGen   uint64 // generation of the newest mutation
-	syncedGen  uint64 // newest generation a completed sync made durable
-	failed     error
-	sinceBM    uint64 // records since the last bookmark
-	lastBM     uint64
-	stats      Stats
-	resyncing  bool
-	flushCount atomic.Uint64
+	mu       sync.Mutex // the write lock: journal appends, in order
+	inflight inflight   // disk operations in flight, ordered where they overlap
+	// beforeApply, set only by tests, runs between the journal append and
+	// the disk operation to widen the window in which they can reorder.
+	beforeApply func()
+	seg         *segments
+	bits        *bitmap
+	al          *activityLog
+	writeGen    uint64 // generation of the newest mutation
+	syncedGen   uint64 // newest generation a completed sync made durable
+	failed      error
+	sinceBM     uint64 // records since the last bookmark
+	lastBM      uint64
+	stats       Stats
+	resyncing   bool
+	flushCount  atomic.Uint64
 
 	sync groupSync
 
@@ -200,43 +204,54 @@ func (m *Machine) ID() string { return m.st.MachineID }
 func (m *Machine) Dir() string { return m.o.Dir }
 
 // mutate journals rec (or marks the dirty bitmap when the journal is full)
-// and then applies it to the disk, both under the write lock.
+// under the write lock, then applies it to the disk outside the lock, after
+// any earlier overlapping operation (see inflight).
 func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error {
 	if rec.Length == 0 {
 		return nil
 	}
+	off, end := int64(rec.Offset), int64(rec.End())
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.failed != nil {
+		m.mu.Unlock()
 		return m.failed
 	}
 	gen := m.writeGen + 1
-	if err := m.al.touch(d.index, int64(rec.Offset), int64(rec.Length), gen, m.syncedGen, m.syncLocked); err != nil {
-		return m.fail(err)
+	if err := m.al.touch(d.index, off, end-off, gen, m.syncedGen, m.syncLocked); err != nil {
+		err = m.fail(err)
+		m.mu.Unlock()
+		return err
 	}
 	m.writeGen = gen
 	rec.Disk = uint16(d.index)
 	rec.Time = m.o.Now().UnixNano()
-	journaled, err := m.appendLocked(rec)
-	if err != nil {
-		return err
-	}
+	journaled := m.appendLocked(rec)
 	if !journaled {
-		if err := m.bits.mark(d.index, int64(rec.Offset), int64(rec.Length)); err != nil {
-			return m.fail(err)
+		if err := m.bits.mark(d.index, off, end-off); err != nil {
+			err = m.fail(err)
+			m.mu.Unlock()
+			return err
 		}
 	}
 	m.count(rec)
-	if err := apply(); err != nil {
-		if journaled {
-			// The journal holds a write the disk may lack: resync the range.
-			if merr := m.bits.mark(d.index, int64(rec.Offset), int64(rec.Length)); merr != nil {
-				return m.fail(merr)
-			}
-		}
-		return err
+	op := m.inflight.begin(d.index, off, end)
+	m.mu.Unlock()
+
+	if m.beforeApply != nil {
+		m.beforeApply()
 	}
-	return nil
+	op.wait()
+	err := apply()
+	m.inflight.end(op)
+	if err != nil && journaled {
+		// The journal holds a change the disk may lack: resync the range.
+		m.mu.Lock()
+		if merr := m.bits.mark(d.index, off, end-off); merr != nil {
+			m.fail(merr)
+		}
+		m.mu.Unlock()
+	}
+	return err
 }
 
 func (m *Machine) count(rec *journal.Record) {
@@ -254,23 +269,23 @@ func (m *Machine) count(rec *journal.Record) {
 // appendLocked appends rec to the journal if it fits. A record that does not
 // fit (or a journal write error) is not an error for the caller: it returns
 // false, and the caller marks the dirty bitmap.
-func (m *Machine) appendLocked(rec *journal.Record) (bool, error) {
+func (m *Machine) appendLocked(rec *journal.Record) bool {
 	if m.bits.count.Load() > 0 && !m.resyncing {
 		// Overflowed and waiting for room: every write goes to the bitmap
 		// until resync starts, so the journal does not fill with a few
 		// small writes that happen to fit.
-		return false, nil
+		return false
 	}
 	if !m.seg.fits(int64(journal.EncodedSize(rec))) {
 		m.enterOverflow("journal limit reached")
-		return false, nil
+		return false
 	}
 	if err := m.seg.append(rec); err != nil {
 		m.enterOverflow(err.Error())
-		return false, nil
+		return false
 	}
 	m.sinceBM++
-	return true, nil
+	return true
 }
 
 func (m *Machine) enterOverflow(why string) {
@@ -681,7 +696,12 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 		m.resyncing = true
 	}
 	data := buf[:e.Length]
-	if err := m.disks[d].back.ReadAt(m.ctx, data, e.Offset); err != nil {
+	// Earlier writes into the chunk may still be on their way to the disk.
+	op := m.inflight.begin(d, e.Offset, e.Offset+e.Length)
+	op.wait()
+	err = m.disks[d].back.ReadAt(m.ctx, data, e.Offset)
+	m.inflight.end(op)
+	if err != nil {
 		return true, fmt.Errorf("read dirty chunk of disk %s at %d: %w", m.disks[d].name, e.Offset, err)
 	}
 	rec := journal.Record{Kind: journal.KindWrite, Flags: journal.FlagResync, Disk: uint16(d), Offset: uint64(e.Offset), Length: uint64(e.Length), Data: data, Time: m.o.Now().UnixNano()}

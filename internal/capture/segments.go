@@ -31,6 +31,12 @@ type segment struct {
 	count   uint64
 	payload uint64
 	end     journal.Pos // position after the last record, once sealed
+
+	// The active segment is preallocated to alloc bytes and mapped: an
+	// append is a copy into the page cache, with no system call. mm is nil
+	// where the filesystem cannot preallocate; appends then use pwritev.
+	alloc int64
+	mm    []byte
 }
 
 // segments is the journal directory: sealed segments and one active one.
@@ -75,42 +81,53 @@ func listSegments(dir string) ([]string, error) {
 // the journal limit.
 func (s *segments) fits(n int64) bool {
 	need := n + journal.TrailerSize
-	if s.active == nil || (s.active.count > 0 && s.active.Size+n+journal.TrailerSize > s.segSize) {
+	if s.rotates(n) {
 		need += journal.HeaderSize
 	}
 	return s.used+need <= s.limit
 }
 
-// append writes rec (whose Seq it sets) with one vectored write and returns
-// the new position. The caller checked fits.
+// rotates reports whether appending n bytes starts a new segment.
+func (s *segments) rotates(n int64) bool {
+	a := s.active
+	return a == nil || (a.count > 0 && a.Size+n+journal.TrailerSize > max(a.alloc, s.segSize))
+}
+
+// append writes rec (whose Seq it sets) and advances the position. The
+// caller checked fits.
 func (s *segments) append(rec *journal.Record) error {
 	n := int64(journal.EncodedSize(rec))
-	if s.active != nil && s.active.count > 0 && s.active.Size+n+journal.TrailerSize > s.segSize {
+	if s.rotates(n) {
 		if err := s.seal(rec.Time); err != nil {
 			return err
 		}
-	}
-	if s.active == nil {
-		if err := s.create(rec.Time); err != nil {
+		if err := s.create(rec.Time, n); err != nil {
 			return err
 		}
 	}
+	a := s.active
 	rec.Seq = s.pos.Seq + 1
-	crc := journal.PutRecordHeader(s.recHdr[:], rec)
-	s.iov[0], s.iov[1] = s.recHdr[:], rec.Data
-	iov := s.iov[:]
-	if len(rec.Data) == 0 {
-		iov = iov[:1]
+	var crc uint32
+	if a.mm != nil && a.Size+n <= a.alloc {
+		crc = journal.PutRecordHeader(a.mm[a.Size:], rec)
+		copy(a.mm[a.Size+journal.RecordHeaderSize:], rec.Data)
+	} else {
+		crc = journal.PutRecordHeader(s.recHdr[:], rec)
+		s.iov[0], s.iov[1] = s.recHdr[:], rec.Data
+		iov := s.iov[:]
+		if len(rec.Data) == 0 {
+			iov = iov[:1]
+		}
+		if err := pwritevFull(int(a.f.Fd()), iov, a.Size); err != nil {
+			// Cut a partial record so the segment stays decodable.
+			_ = a.f.Truncate(a.Size)
+			return fmt.Errorf("append record %d to %s: %w", rec.Seq, a.Path, err)
+		}
 	}
-	if err := pwritevFull(int(s.active.f.Fd()), iov, s.active.Size); err != nil {
-		// Cut a partial record so the segment stays decodable.
-		_ = s.active.f.Truncate(s.active.Size)
-		return fmt.Errorf("append record %d to %s: %w", rec.Seq, s.active.Path, err)
-	}
-	s.active.Size += n
-	s.active.count++
-	s.active.payload += uint64(len(rec.Data))
-	s.active.LastSeq = rec.Seq
+	a.Size += n
+	a.count++
+	a.payload += uint64(len(rec.Data))
+	a.LastSeq = rec.Seq
 	s.used += n
 	s.pos = s.pos.Next(crc)
 	return nil
@@ -142,8 +159,9 @@ func pwritevFull(fd int, iov [][]byte, off int64) error {
 	return nil
 }
 
-// create starts a new active segment after the current position.
-func (s *segments) create(now int64) error {
+// create starts a new active segment after the current position, with room
+// for at least a first record of n bytes.
+func (s *segments) create(now int64, n int64) error {
 	h := s.hdr
 	h.FirstSeq, h.PrevChain, h.Created = s.pos.Seq+1, s.pos.Chain, now
 	path := filepath.Join(s.dir, segmentName(h.FirstSeq))
@@ -151,12 +169,30 @@ func (s *segments) create(now int64) error {
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
+	seg := &segment{SegmentInfo: SegmentInfo{Path: path, FirstSeq: h.FirstSeq, LastSeq: h.FirstSeq - 1, Size: journal.HeaderSize}, f: f}
+	seg.alloc = max(s.segSize, journal.HeaderSize+n+journal.TrailerSize)
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, seg.alloc); err == nil {
+		seg.mm, err = unix.Mmap(int(f.Fd()), 0, int(seg.alloc), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			seg.mm = nil
+		}
+	}
+	if seg.mm == nil {
+		// No preallocation here: a sparse mapping could SIGBUS on a full
+		// disk, so append with pwritev instead.
+		seg.alloc = 0
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			os.Remove(path)
+			return err
+		}
+	}
 	if _, err := f.WriteAt(journal.AppendHeader(nil, &h), 0); err != nil {
+		seg.unmap()
 		f.Close()
 		os.Remove(path)
 		return fmt.Errorf("write segment header %s: %w", path, err)
 	}
-	seg := &segment{SegmentInfo: SegmentInfo{Path: path, FirstSeq: h.FirstSeq, LastSeq: h.FirstSeq - 1, Size: journal.HeaderSize}, f: f}
 	s.list = append(s.list, seg)
 	s.active = seg
 	s.used += journal.HeaderSize
@@ -164,14 +200,28 @@ func (s *segments) create(now int64) error {
 	return nil
 }
 
-// seal closes the active segment with its trailer; it stays open until the
-// syncer has made it durable.
+func (seg *segment) unmap() {
+	if seg.mm != nil {
+		unix.Munmap(seg.mm)
+		seg.mm = nil
+	}
+}
+
+// seal closes the active segment with its trailer and cuts its
+// preallocated tail; the file stays open until the syncer has made it
+// durable.
 func (s *segments) seal(now int64) error {
 	a := s.active
 	if a == nil {
 		return nil
 	}
 	t := journal.Trailer{LastSeq: s.pos.Seq, Count: a.count, Chain: s.pos.Chain, Payload: a.payload, Sealed: now}
+	a.unmap()
+	if a.alloc > 0 {
+		if err := a.f.Truncate(a.Size); err != nil {
+			return fmt.Errorf("seal %s: %w", a.Path, err)
+		}
+	}
 	if _, err := a.f.WriteAt(journal.AppendTrailer(nil, &t), a.Size); err != nil {
 		return fmt.Errorf("seal %s: %w", a.Path, err)
 	}
@@ -244,6 +294,7 @@ func (s *segments) infos() []SegmentInfo {
 
 func (s *segments) close() {
 	for _, seg := range s.list {
+		seg.unmap()
 		if seg.f != nil {
 			seg.f.Close()
 			seg.f = nil

@@ -161,6 +161,16 @@ func TestTruncationIsNotSealed(t *testing.T) {
 	if !errors.Is(err, ErrNotSealed) || n != 5 || rd.Offset() != int64(len(unsealed)) {
 		t.Fatalf("got err=%v n=%d offset=%d", err, n, rd.Offset())
 	}
+	// An active segment in a preallocated file: zeros after the last record.
+	prealloc := append(bytes.Clone(unsealed), make([]byte, 4096)...)
+	rd, _ = NewReader(bytes.NewReader(prealloc))
+	n = 0
+	for err = rd.Next(&rec); err == nil; err = rd.Next(&rec) {
+		n++
+	}
+	if !errors.Is(err, ErrNotSealed) || n != 5 || rd.Offset() != int64(len(unsealed)) {
+		t.Fatalf("preallocated: got err=%v n=%d offset=%d", err, n, rd.Offset())
+	}
 	// Cut in the middle of the last record: 4 good records, then truncated,
 	// and Offset points at the end of the fourth.
 	cut := unsealed[:len(unsealed)-3]

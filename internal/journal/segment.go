@@ -66,7 +66,8 @@ func (r *Reader) Trailer() (Trailer, bool) {
 
 // Next decodes the next record into rec, reusing rec.Data's storage. It
 // returns io.EOF after a valid trailer, ErrNotSealed when the segment ends
-// cleanly after a record but has no trailer (an active segment), and an
+// cleanly after a record but has no trailer (an active segment: the file
+// ends, or an all-zero record header starts its preallocated space), and an
 // error wrapping ErrCorrupt for anything else; once it has returned an
 // error it returns the same one.
 func (r *Reader) Next(rec *Record) error {
@@ -86,6 +87,13 @@ func (r *Reader) next(rec *Record) error {
 	}
 	if first[0] == trailerMagic[0] {
 		return r.readTrailer()
+	}
+	if first[0] == 0 {
+		// Kind 0 is never written: this is preallocated space after the
+		// last record of an active segment.
+		if hdr, err := r.r.Peek(RecordHeaderSize); err == nil && isZero(hdr) || errors.Is(err, io.EOF) && isZero(hdr) {
+			return ErrNotSealed
+		}
 	}
 	if _, err := io.ReadFull(r.r, r.buf[:]); err != nil {
 		return r.short(err, "record header")
@@ -221,4 +229,13 @@ func (w *Writer) Seal(sealedAt int64) (Trailer, error) {
 	}
 	w.sealed = true
 	return t, nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
