@@ -71,7 +71,7 @@ func (m *Machine) recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("redo journal: %w", err)
 		}
-		m.stats.Recovered = fmt.Sprintf("unclean stop (new boot: %v): journal cut by %d bytes, %d records re-applied, %d activity-log extents marked dirty",
+		m.stats.Recovered = fmt.Sprintf("unclean stop (new boot: %v): %d damaged journal bytes cut, %d records re-applied, %d activity-log extents marked dirty",
 			rebooted, cut, n, map[bool]int{true: len(hot)}[rebooted])
 		m.log.Warn("recovered from an unclean stop", "machine", st.MachineID, "detail", m.stats.Recovered)
 		if err := m.bits.f.Sync(); err != nil {
@@ -132,7 +132,9 @@ func (m *Machine) loadSegments(unclean, rebooted bool) (int64, error) {
 			if !unclean || !(last || rebooted) {
 				return cut, fmt.Errorf("journal segment %s is damaged: %w (run `standby journal inspect %s`)", path, err, path)
 			}
-			cut += fileSize(path) - rd.Offset()
+			if !errors.Is(err, journal.ErrNotSealed) {
+				cut += fileSize(path) - rd.Offset() // damage, not preallocated space
+			}
 			if err := m.sealRecovered(path, rd); err != nil {
 				return cut, err
 			}

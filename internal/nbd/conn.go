@@ -57,15 +57,19 @@ func newConn(s *Server, nc net.Conn) *conn {
 		nc:  nc,
 		br:  bufio.NewReaderSize(nc, 64<<10),
 		bw:  bufio.NewWriterSize(nc, 64<<10),
-		log: s.log.With("remote", remoteName(nc)),
+		log: s.log.With("conn", s.connID.Add(1), "remote", remoteName(nc)),
 	}
 }
 
+// remoteName names the peer for logs; unix peers are unnamed ("@").
 func remoteName(nc net.Conn) string {
-	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
 		return a.String()
 	}
-	return nc.LocalAddr().Network()
+	if a := nc.LocalAddr(); a != nil {
+		return a.Network() + ":" + a.String()
+	}
+	return "pipe"
 }
 
 // stop asks the connection to end gracefully: no new option or request is

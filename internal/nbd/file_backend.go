@@ -65,6 +65,7 @@ func (b *FileBackend) ReadAt(_ context.Context, p []byte, off int64) error {
 	return err
 }
 
+// WriteAt writes p at off; with fua it returns once the data is durable.
 func (b *FileBackend) WriteAt(_ context.Context, p []byte, off int64, fua bool) error {
 	if _, err := b.f.WriteAt(p, off); err != nil {
 		return err
@@ -75,6 +76,7 @@ func (b *FileBackend) WriteAt(_ context.Context, p []byte, off int64, fua bool) 
 	return nil
 }
 
+// Flush makes every completed write durable (fdatasync).
 func (b *FileBackend) Flush(context.Context) error {
 	return b.sync()
 }

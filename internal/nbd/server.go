@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -78,6 +79,8 @@ type Server struct {
 	// when Close gives up waiting for in-flight requests.
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
+
+	connID atomic.Uint64 // numbers connections in logs
 
 	mu        sync.Mutex
 	closed    bool
