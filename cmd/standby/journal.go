@@ -50,7 +50,7 @@ type journalTotals struct {
 	ZeroBytes    uint64 `json:"zero_bytes"`
 	Trims        uint64 `json:"trims"`
 	TrimBytes    uint64 `json:"trim_bytes"`
-	ResyncWrites uint64 `json:"resync_writes"`
+	ResyncWrites uint64 `json:"resync_records"` // writes and zeroes that carry resynchronised extents
 	Bookmarks    uint64 `json:"bookmarks"`
 	AppBookmarks uint64 `json:"app_consistent_bookmarks"`
 	FirstSeq     uint64 `json:"first_seq"`
@@ -197,6 +197,9 @@ func inspectSegment(path string, t *journalTotals, each func(*journal.Record)) (
 		case journal.KindZero:
 			t.Zeroes++
 			t.ZeroBytes += rec.Length
+			if rec.Flags&journal.FlagResync != 0 {
+				t.ResyncWrites++
+			}
 		case journal.KindTrim:
 			t.Trims++
 			t.TrimBytes += rec.Length
@@ -252,7 +255,7 @@ func printJournalReport(w io.Writer, rep *journalReport, maxSegments int) {
 	fmt.Fprintf(w, "\n%d segments, records %d..%d: %d writes (%s), %d zeroes (%s), %d trims (%s), %d bookmarks (%d app-consistent)",
 		t.Segments, t.FirstSeq, t.LastSeq, t.Writes, humanBytes(t.WriteBytes), t.Zeroes, humanBytes(t.ZeroBytes), t.Trims, humanBytes(t.TrimBytes), t.Bookmarks, t.AppBookmarks)
 	if t.ResyncWrites > 0 {
-		fmt.Fprintf(w, ", %d resync writes", t.ResyncWrites)
+		fmt.Fprintf(w, ", %d resync records", t.ResyncWrites)
 	}
 	fmt.Fprintln(w)
 	if len(rep.Records) > 0 {

@@ -47,7 +47,9 @@ type activityLog struct {
 }
 
 // openActivityLog opens or creates the log and returns the extents it held,
-// the ones that may have had writes in flight when the last run ended.
+// the ones that may have had writes in flight when the last run ended. It
+// does not clear them: the caller resets the log once it has recorded them
+// elsewhere, so a recovery that dies half-way finds them again.
 func openActivityLog(path string, extentSize int64, nslots int) (*activityLog, []alKey, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -61,6 +63,10 @@ func openActivityLog(path string, extentSize int64, nslots int) (*activityLog, [
 			f.Close()
 			return nil, nil, fmt.Errorf("activity log %s is corrupt", path)
 		}
+		if v := binary.LittleEndian.Uint32(hdr[8:]); v != alVersion {
+			f.Close()
+			return nil, nil, fmt.Errorf("activity log %s has version %d; this build reads %d", path, v, alVersion)
+		}
 		oldSize := int64(binary.LittleEndian.Uint64(hdr[16:]))
 		oldSlots := int(binary.LittleEndian.Uint32(hdr[12:]))
 		raw := make([]byte, alSlotSize*oldSlots)
@@ -71,6 +77,10 @@ func openActivityLog(path string, extentSize int64, nslots int) (*activityLog, [
 		for i := range oldSlots {
 			s := raw[alSlotSize*i:]
 			if binary.LittleEndian.Uint16(s[2:]) == 1 {
+				if int(binary.LittleEndian.Uint16(s[0:])) >= maxDisks || oldSize <= 0 {
+					f.Close()
+					return nil, nil, fmt.Errorf("activity log %s: slot %d is corrupt", path, i)
+				}
 				// Report in units of the new extent size.
 				disk := int(binary.LittleEndian.Uint16(s[0:]))
 				start := int64(binary.LittleEndian.Uint64(s[8:])) * oldSize
@@ -80,15 +90,12 @@ func openActivityLog(path string, extentSize int64, nslots int) (*activityLog, [
 			}
 		}
 	}
-	if err := a.reset(); err != nil {
-		f.Close()
-		return nil, nil, err
-	}
 	return a, hot, nil
 }
 
-// reset rewrites the log empty and durable. Called at open once the caller
-// has the hot extents, and at a clean close.
+// reset rewrites the log empty and durable. The caller must reset before
+// the first touch: at open once the hot extents are safely in the dirty
+// bitmap, and at a clean close.
 func (a *activityLog) reset() error {
 	buf := make([]byte, alHeaderSize+alSlotSize*len(a.slots))
 	copy(buf, alMagic[:])

@@ -2,8 +2,10 @@ package capture
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"math/bits"
 	"os"
 	"sync/atomic"
@@ -67,32 +69,21 @@ func openBitmap(path string, chunk int64, sizes []int64) (*bitmap, error) {
 		return nil, fmt.Errorf("dirty bitmap: %d disks, at most %d", len(sizes), (bitmapHeaderSize-28)/8)
 	}
 	hdr, disks := bitmapLayout(chunk, sizes)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		// Build the file aside and rename it in, so a crash never leaves a
+		// half-made bitmap behind.
+		last := disks[len(disks)-1]
+		buf := make([]byte, last.fileOff+8*int64(len(last.words)))
+		copy(buf, hdr)
+		if err := writeFileAtomic(path, buf); err != nil {
+			return nil, fmt.Errorf("create dirty bitmap: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
 	b := &bitmap{f: f, chunk: chunk, disks: disks}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if st.Size() == 0 {
-		if _, err := f.WriteAt(hdr, 0); err != nil {
-			f.Close()
-			return nil, err
-		}
-		last := disks[len(disks)-1]
-		if err := f.Truncate(last.fileOff + 8*int64(len(last.words))); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return b, nil
-	}
 	got := make([]byte, bitmapHeaderSize)
 	if _, err := f.ReadAt(got, 0); err != nil {
 		f.Close()

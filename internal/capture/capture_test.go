@@ -506,3 +506,30 @@ func TestOverlappingWritesKeepJournalOrder(t *testing.T) {
 	}
 	r.checkReplay(t, filepath.Join(r.dir, "state", "journal"))
 }
+
+// TestActivityLogSurvivesFailedRecovery: opening the log does not clear it,
+// so a recovery that dies before recording the hot extents finds them again.
+func TestActivityLogSurvivesFailedRecovery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "activity.log")
+	a, hot, err := openActivityLog(path, 1<<20, 8)
+	if err != nil || len(hot) != 0 {
+		t.Fatalf("fresh log: %v %v", hot, err)
+	}
+	if err := a.reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.touch(0, 5<<20, 10, 1, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	for attempt := range 2 {
+		a, hot, err = openActivityLog(path, 1<<20, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hot) != 1 || hot[0] != (alKey{0, 5}) {
+			t.Fatalf("attempt %d: hot extents %v, want [{0 5}]", attempt, hot)
+		}
+		a.close() // the recovery "dies" here, before reset
+	}
+}

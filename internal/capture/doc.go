@@ -13,9 +13,12 @@
 // Invariants (DESIGN §2):
 //   - A write's journal record is in the kernel (page cache) before the write
 //     is issued to the disk, so an agent crash never leaves a write on disk
-//     that the journal lacks. Both happen under one lock, so the disk sees
-//     writes in journal order and replaying the journal onto the starting
-//     image reproduces the disk.
+//     that the journal lacks. Appends happen under one lock, into a
+//     preallocated, memory-mapped segment (a copy, no system call); the disk
+//     operation runs after the lock is released, in parallel with others,
+//     but waits for earlier in-flight operations that overlap it, so the
+//     disk sees overlapping writes in journal order and replaying the
+//     journal onto the starting image reproduces the disk.
 //   - FLUSH and FUA make the journal and the disk durable before the reply.
 //     Concurrent flushes share one round of fsyncs (group commit).
 //   - Before the first write into a cold extent, the extent is recorded in

@@ -24,6 +24,8 @@ const (
 	DefaultChunkSize        = 64 << 10
 	DefaultExtentSize       = 4 << 20
 	DefaultActivityExtents  = 1024
+
+	maxDisks = 256
 )
 
 // DiskSpec is one disk of the machine.
@@ -56,8 +58,8 @@ func (o *Options) setDefaults() error {
 	if len(o.Disks) == 0 {
 		return errors.New("capture: a machine needs at least one disk")
 	}
-	if len(o.Disks) > 256 {
-		return fmt.Errorf("capture: %d disks, at most 256", len(o.Disks))
+	if len(o.Disks) > maxDisks {
+		return fmt.Errorf("capture: %d disks, at most %d", len(o.Disks), maxDisks)
 	}
 	names := map[string]bool{}
 	for i, d := range o.Disks {
@@ -708,10 +710,17 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 	if isZero(data) {
 		rec.Kind, rec.Data = journal.KindZero, nil
 	}
+	// The cleared bit and the resync record both sit in the page cache;
+	// after a power loss the activity log must cover the chunk in case only
+	// the bitmap page reached the disk.
+	gen := m.writeGen + 1
+	if err := m.al.touch(d, e.Offset, e.Length, gen, m.syncedGen, m.syncLocked); err != nil {
+		return true, m.fail(err)
+	}
+	m.writeGen = gen
 	if err := m.seg.append(&rec); err != nil {
 		return true, err
 	}
-	m.writeGen++
 	if err := m.bits.clear(d, c); err != nil {
 		return true, m.fail(err)
 	}

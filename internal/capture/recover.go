@@ -51,7 +51,9 @@ func (m *Machine) recover(ctx context.Context) error {
 	}
 
 	unclean := existed && !st.Clean
-	rebooted := unclean && st.BootID != bootID()
+	// Without a readable boot id, assume the worst: every unclean stop may
+	// have been a power loss.
+	rebooted := unclean && (st.BootID != bootID() || bootID() == unknownBoot)
 	cut, err := m.loadSegments(unclean, rebooted)
 	if err != nil {
 		return err
@@ -59,8 +61,10 @@ func (m *Machine) recover(ctx context.Context) error {
 	if unclean {
 		if rebooted {
 			for _, k := range hot {
-				ext := min(m.o.ExtentSize, sizes[k.disk]-k.extent*m.o.ExtentSize)
-				if k.disk < len(sizes) && ext > 0 {
+				if k.disk >= len(sizes) {
+					continue // a disk the layout check says is not there
+				}
+				if ext := min(m.o.ExtentSize, sizes[k.disk]-k.extent*m.o.ExtentSize); ext > 0 {
 					if err := m.bits.mark(k.disk, k.extent*m.o.ExtentSize, ext); err != nil {
 						return err
 					}
@@ -77,6 +81,10 @@ func (m *Machine) recover(ctx context.Context) error {
 		if err := m.bits.f.Sync(); err != nil {
 			return err
 		}
+	}
+	// The hot extents are durable in the bitmap now; the log starts empty.
+	if err := m.al.reset(); err != nil {
+		return err
 	}
 	m.st.Clean, m.st.BootID = false, bootID()
 	return saveState(dir, &m.st)

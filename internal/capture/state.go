@@ -110,12 +110,14 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+const unknownBoot = "unknown"
+
 // bootID identifies the running kernel boot: a different one at Open means
 // the machine restarted (power loss, kernel crash) since the last run.
 func bootID() string {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
-		return "unknown"
+		return unknownBoot
 	}
 	return strings.TrimSpace(string(b))
 }

@@ -62,9 +62,10 @@ func (k Kind) String() string {
 const (
 	// FlagAppConsistent marks a bookmark taken after a successful quiesce.
 	FlagAppConsistent uint8 = 1 << 0
-	// FlagResync marks a write that carries a resynchronised extent's
-	// content rather than a captured write: the journal before it is not a
-	// consistent prefix until the resync completes.
+	// FlagResync marks a write (or, for an all-zero extent, a zero record)
+	// that carries a resynchronised extent's content rather than a captured
+	// change: the journal is not a consistent prefix until the resync
+	// completes.
 	FlagResync uint8 = 1 << 1
 	// FlagNoHole marks a zero record whose range must stay allocated.
 	FlagNoHole uint8 = 1 << 2
@@ -135,6 +136,11 @@ func ParseHeader(b []byte) (Header, error) {
 	}
 	if [8]byte(b[0:8]) != headerMagic {
 		return h, fmt.Errorf("%w: segment header %q", ErrBadMagic, b[0:8])
+	}
+	// The version comes before everything else: another version may lay
+	// out the rest of the header differently.
+	if v := binary.LittleEndian.Uint16(b[8:]); v < MinVersion || v > MaxVersion {
+		return h, fmt.Errorf("%w: %d (this build reads %d..%d)", ErrBadVersion, v, MinVersion, MaxVersion)
 	}
 	if got, want := binary.LittleEndian.Uint32(b[124:]), crc32.Checksum(b[:124], castagnoli); got != want {
 		return h, fmt.Errorf("%w: segment header crc %08x, computed %08x", ErrChecksum, got, want)

@@ -114,6 +114,9 @@ func (r *Reader) next(rec *Record) error {
 		return fmt.Errorf("%w: record at offset %d (seq %d): stored %08x, computed %08x", ErrChecksum, r.offset, rec.Seq, stored, crc)
 	}
 	if err := rec.Validate(); err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
 		return fmt.Errorf("record at offset %d: %w", r.offset, err)
 	}
 	if rec.Seq != r.pos.Seq+1 {
@@ -166,8 +169,10 @@ func (r *Reader) readTrailer() error {
 		return fmt.Errorf("%w: trailer says last seq %d chain %016x count %d payload %d; records give %s count %d payload %d",
 			ErrCorrupt, t.LastSeq, t.Chain, t.Count, t.Payload, r.pos, r.count, r.payload)
 	}
-	if _, err := r.r.Peek(1); !errors.Is(err, io.EOF) {
+	if _, err := r.r.Peek(1); err == nil {
 		return fmt.Errorf("%w: bytes after the trailer at offset %d", ErrCorrupt, r.offset+TrailerSize)
+	} else if !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read after trailer: %w", err)
 	}
 	r.trailer = &t
 	return io.EOF
@@ -221,8 +226,11 @@ func (w *Writer) Append(rec *Record) error {
 	return nil
 }
 
-// Seal writes the trailer. sealedAt is unix nanoseconds.
+// Seal writes the trailer, once. sealedAt is unix nanoseconds.
 func (w *Writer) Seal(sealedAt int64) (Trailer, error) {
+	if w.sealed {
+		return Trailer{}, errors.New("journal: segment already sealed")
+	}
 	t := Trailer{LastSeq: w.pos.Seq, Count: w.count, Chain: w.pos.Chain, Payload: w.payload, Sealed: sealedAt}
 	if _, err := w.w.Write(AppendTrailer(nil, &t)); err != nil {
 		return t, fmt.Errorf("write trailer: %w", err)
