@@ -169,7 +169,7 @@ func inspectSegment(path string, t *journalTotals, each func(*journal.Record)) (
 		return sr, nil
 	}
 	h := rd.Header()
-	sr.MachineID, sr.Epoch, sr.FirstSeq = hex.EncodeToString(h.MachineID[:]), h.Epoch, h.FirstSeq
+	sr.MachineID, sr.Epoch, sr.FirstSeq = uuidString(h.MachineID), h.Epoch, h.FirstSeq
 	var rec journal.Record
 	for {
 		err := rd.Next(&rec)
@@ -217,6 +217,12 @@ func inspectSegment(path string, t *journalTotals, each func(*journal.Record)) (
 	}
 	sr.LastSeq, sr.Records, sr.Chain = rd.Pos().Seq, rd.Count(), fmt.Sprintf("%016x", rd.Pos().Chain)
 	return sr, nil
+}
+
+// uuidString writes a machine id the way state.json and operators see it.
+func uuidString(id [16]byte) string {
+	h := hex.EncodeToString(id[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 func recordOf(r *journal.Record) recordReport {
