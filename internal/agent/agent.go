@@ -45,14 +45,14 @@ type Agent struct {
 
 // New validates cfg, opens and locks the disks and the state directory,
 // recovers the journal, and opens the listeners. Serving starts with Run.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent configuration:\n%w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a = &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4)}
+	a := &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			a.closeAll(context.Background())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 
 	"github.com/standby-dr/standby/internal/capture"
@@ -59,6 +60,9 @@ func (a *Agent) statusHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]uint64{"seq": seq})
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		st := a.machine.Stats()
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -183,6 +183,9 @@ func Open(ctx context.Context, o Options) (*Machine, error) {
 	}
 	m.sync.init(m.syncRound)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.seg.spares = make(chan *segment, 1)
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.seg.makeSpares(m.ctx, m.log) }()
 	if o.BookmarkInterval > 0 {
 		m.wg.Add(1)
 		go m.bookmarkLoop()
@@ -213,6 +216,7 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		return nil
 	}
 	off, end := int64(rec.Offset), int64(rec.End())
+	pcrc := journal.PayloadCRC(rec.Data)
 	m.mu.Lock()
 	if m.failed != nil {
 		m.mu.Unlock()
@@ -227,7 +231,7 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 	m.writeGen = gen
 	rec.Disk = uint16(d.index)
 	rec.Time = m.o.Now().UnixNano()
-	journaled := m.appendLocked(rec)
+	journaled := m.appendLocked(rec, pcrc)
 	if !journaled {
 		if err := m.bits.mark(d.index, off, end-off); err != nil {
 			err = m.fail(err)
@@ -271,7 +275,7 @@ func (m *Machine) count(rec *journal.Record) {
 // appendLocked appends rec to the journal if it fits. A record that does not
 // fit (or a journal write error) is not an error for the caller: it returns
 // false, and the caller marks the dirty bitmap.
-func (m *Machine) appendLocked(rec *journal.Record) bool {
+func (m *Machine) appendLocked(rec *journal.Record, payloadCRC uint32) bool {
 	if m.bits.count.Load() > 0 && !m.resyncing {
 		// Overflowed and waiting for room: every write goes to the bitmap
 		// until resync starts, so the journal does not fill with a few
@@ -282,7 +286,7 @@ func (m *Machine) appendLocked(rec *journal.Record) bool {
 		m.enterOverflow("journal limit reached")
 		return false
 	}
-	if err := m.seg.append(rec); err != nil {
+	if err := m.seg.append(rec, payloadCRC); err != nil {
 		m.enterOverflow(err.Error())
 		return false
 	}
@@ -336,7 +340,7 @@ func (m *Machine) bookmarkLocked(label string, app bool) (uint64, error) {
 	if !m.seg.fits(int64(journal.EncodedSize(&rec))) {
 		return 0, ErrNotConsistent
 	}
-	if err := m.seg.append(&rec); err != nil {
+	if err := m.seg.append(&rec, journal.PayloadCRC(rec.Data)); err != nil {
 		return 0, m.fail(err)
 	}
 	m.sinceBM = 0
@@ -529,6 +533,7 @@ func (m *Machine) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	m.seg.dropSpares()
 	err := m.Sync()
 	m.sync.stop()
 	m.mu.Lock()
@@ -718,7 +723,7 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 		return true, m.fail(err)
 	}
 	m.writeGen = gen
-	if err := m.seg.append(&rec); err != nil {
+	if err := m.seg.append(&rec, journal.PayloadCRC(rec.Data)); err != nil {
 		return true, err
 	}
 	if err := m.bits.clear(d, c); err != nil {

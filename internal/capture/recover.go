@@ -97,6 +97,7 @@ func (m *Machine) recover(ctx context.Context) error {
 // covers their writes. Otherwise damage before the tail is an error. It
 // returns the number of bytes cut.
 func (m *Machine) loadSegments(unclean, rebooted bool) (int64, error) {
+	removeStaleSpares(m.seg.dir)
 	names, err := listSegments(m.seg.dir)
 	if err != nil {
 		return 0, err

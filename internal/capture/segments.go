@@ -1,7 +1,9 @@
 package capture
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"fmt"
 	"io"
 	"os"
@@ -49,6 +51,7 @@ type segments struct {
 
 	list     []*segment // oldest first; the last is active when active != nil
 	active   *segment
+	spares   chan *segment // ready-made segment files (see makeSpares)
 	pos      journal.Pos
 	used     int64
 	dirDirty bool
@@ -94,8 +97,9 @@ func (s *segments) rotates(n int64) bool {
 }
 
 // append writes rec (whose Seq it sets) and advances the position. The
-// caller checked fits.
-func (s *segments) append(rec *journal.Record) error {
+// caller checked fits. payloadCRC is journal.PayloadCRC(rec.Data), computed
+// by the caller before it took the lock.
+func (s *segments) append(rec *journal.Record, payloadCRC uint32) error {
 	n := int64(journal.EncodedSize(rec))
 	if s.rotates(n) {
 		if err := s.seal(rec.Time); err != nil {
@@ -109,10 +113,10 @@ func (s *segments) append(rec *journal.Record) error {
 	rec.Seq = s.pos.Seq + 1
 	var crc uint32
 	if a.mm != nil && a.Size+n <= a.alloc {
-		crc = journal.PutRecordHeader(a.mm[a.Size:], rec)
+		crc = journal.PutRecordHeaderCRC(a.mm[a.Size:], rec, payloadCRC)
 		copy(a.mm[a.Size+journal.RecordHeaderSize:], rec.Data)
 	} else {
-		crc = journal.PutRecordHeader(s.recHdr[:], rec)
+		crc = journal.PutRecordHeaderCRC(s.recHdr[:], rec, payloadCRC)
 		s.iov[0], s.iov[1] = s.recHdr[:], rec.Data
 		iov := s.iov[:]
 		if len(rec.Data) == 0 {
@@ -165,6 +169,19 @@ func (s *segments) create(now int64, n int64) error {
 	h := s.hdr
 	h.FirstSeq, h.PrevChain, h.Created = s.pos.Seq+1, s.pos.Chain, now
 	path := filepath.Join(s.dir, segmentName(h.FirstSeq))
+	if seg := s.takeSpare(journal.HeaderSize + n + journal.TrailerSize); seg != nil {
+		if err := os.Rename(seg.Path, path); err != nil {
+			seg.discard()
+			return fmt.Errorf("activate segment: %w", err)
+		}
+		seg.SegmentInfo = SegmentInfo{Path: path, FirstSeq: h.FirstSeq, LastSeq: h.FirstSeq - 1, Size: journal.HeaderSize}
+		copy(seg.mm, journal.AppendHeader(nil, &h))
+		s.list = append(s.list, seg)
+		s.active = seg
+		s.used += journal.HeaderSize
+		s.dirDirty = true
+		return nil
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
@@ -198,6 +215,98 @@ func (s *segments) create(now int64, n int64) error {
 	s.used += journal.HeaderSize
 	s.dirDirty = true
 	return nil
+}
+
+// takeSpare returns a ready-made segment with room for need bytes, or nil.
+func (s *segments) takeSpare(need int64) *segment {
+	if s.spares == nil {
+		return nil
+	}
+	select {
+	case seg := <-s.spares:
+		if seg.alloc >= need {
+			return seg
+		}
+		seg.discard()
+	default:
+	}
+	return nil
+}
+
+const spareSuffix = ".spare"
+
+// makeSpares keeps one segment file ready ahead of need: preallocated,
+// mapped, and written once per page so that its pages are in the page
+// cache and mapped writable. Rotating to it is then a rename, and appends
+// into it copy without page faults; the cost moves off the write path onto
+// this goroutine.
+func (s *segments) makeSpares(ctx context.Context, log *slog.Logger) {
+	for n := 0; ctx.Err() == nil; n++ {
+		seg, err := prepareSpare(filepath.Join(s.dir, fmt.Sprintf("%d%s", n, spareSuffix)), s.segSize)
+		if err != nil {
+			// Rotation falls back to making segments on the write path.
+			log.Warn("cannot prepare journal segments ahead of need", "err", err)
+			return
+		}
+		select {
+		case s.spares <- seg:
+		case <-ctx.Done():
+			seg.discard()
+		}
+	}
+}
+
+func prepareSpare(path string, size int64) (*segment, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	seg := &segment{SegmentInfo: SegmentInfo{Path: path}, f: f, alloc: size}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+		seg.discard()
+		return nil, fmt.Errorf("preallocate %s: %w", path, err)
+	}
+	if seg.mm, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		seg.discard()
+		return nil, fmt.Errorf("map %s: %w", path, err)
+	}
+	for i := 0; i < len(seg.mm); i += os.Getpagesize() {
+		seg.mm[i] = 0
+	}
+	return seg, nil
+}
+
+// discard unmaps, closes and removes a segment file that holds no records.
+func (seg *segment) discard() {
+	seg.unmap()
+	if seg.f != nil {
+		seg.f.Close()
+		seg.f = nil
+	}
+	os.Remove(seg.Path)
+}
+
+// dropSpares discards the ready-made segments; call after makeSpares ended.
+func (s *segments) dropSpares() {
+	if s.spares == nil {
+		return
+	}
+	for {
+		select {
+		case seg := <-s.spares:
+			seg.discard()
+		default:
+			return
+		}
+	}
+}
+
+// removeStaleSpares deletes ready-made segments a previous run left.
+func removeStaleSpares(dir string) {
+	m, _ := filepath.Glob(filepath.Join(dir, "*"+spareSuffix))
+	for _, p := range m {
+		os.Remove(p)
+	}
 }
 
 func (seg *segment) unmap() {

@@ -74,7 +74,7 @@ func ExampleNewWriter() {
 	fmt.Println("segment ends at", t.Pos())
 	// Output:
 	// last seq 4, 4 records, 12 payload bytes, 396 bytes in all
-	// segment ends at seq 4 chain 8e6c21485fd3312e
+	// segment ends at seq 4 chain d200fc4e4fc3223b
 }
 
 func ExampleNewReader() {
@@ -108,7 +108,7 @@ func ExampleNewReader() {
 	// machine 00112233445566778899aabbccddeeff epoch 1 continues from seq 0 chain 0000000000000000
 	// seq 1 write disk 0 [4096, 4100) data deadbeef
 	// seq 2 bookmark "daily" app-consistent=true
-	// sealed: 2 records, seq 2 chain 99612745f1f84742
+	// sealed: 2 records, seq 2 chain ebbc527a96b93d70
 }
 
 // A reader of an active segment (no trailer yet) gets ErrNotSealed after
@@ -183,14 +183,15 @@ func crc64XZ(b []byte) uint64 {
 
 // recordCRCs walks a sealed segment's bytes without the package and
 // returns every record's stored CRC, checking each against CRC-32C of the
-// record's first 44 bytes and its payload.
+// record's payload followed by its first 44 bytes.
 func recordCRCs(seg []byte) []uint32 {
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
 	var crcs []uint32
 	b := seg[journal.HeaderSize:]
 	for b[0] != 'S' { // 'S' starts the trailer magic; a record starts with its kind
 		n := journal.RecordHeaderSize + int(binary.LittleEndian.Uint32(b[4:8]))
 		stored := binary.LittleEndian.Uint32(b[44:48])
-		sum := crc32.Update(crc32.Checksum(b[:44], crc32.MakeTable(crc32.Castagnoli)), crc32.MakeTable(crc32.Castagnoli), b[journal.RecordHeaderSize:n])
+		sum := crc32.Update(crc32.Checksum(b[journal.RecordHeaderSize:n], castagnoli), castagnoli, b[:44])
 		if sum != stored {
 			panic("record crc")
 		}
@@ -231,14 +232,14 @@ func ExamplePos_Next() {
 	fmt.Printf("hash/crc64 ECMA       %016x\n", crc64.Checksum(concat, crc64.MakeTable(crc64.ECMA)))
 	fmt.Printf("Pos.Next, folded      %016x (%s)\n", pos.Chain, pos)
 	// Output:
-	// record crc cf3723f0
-	// record crc 3893dfa5
+	// record crc 1a6994ee
+	// record crc 0d1f41f9
 	// record crc 2e6e7f32
 	// CRC-64/XZ check value 995dc9bbdf1939fa
-	// trailer chain         c6299b678126de9d
-	// CRC-64/XZ of the CRCs c6299b678126de9d
-	// hash/crc64 ECMA       c6299b678126de9d
-	// Pos.Next, folded      c6299b678126de9d (seq 3 chain c6299b678126de9d)
+	// trailer chain         d772b4d9d0e18536
+	// CRC-64/XZ of the CRCs d772b4d9d0e18536
+	// hash/crc64 ECMA       d772b4d9d0e18536
+	// Pos.Next, folded      d772b4d9d0e18536 (seq 3 chain d772b4d9d0e18536)
 }
 
 // dump writes b as `hexdump -C` does, numbering lines from base.
@@ -303,18 +304,18 @@ func Example_bytes() {
 	// record seq 1 (write): bytes 128..180
 	// 00000080  01 00 00 00 04 00 00 00  01 00 00 00 00 00 00 00  |................|
 	// 00000090  00 10 00 00 00 00 00 00  04 00 00 00 00 00 00 00  |................|
-	// 000000a0  40 42 74 01 17 10 a6 17  00 00 00 00 f0 23 37 cf  |@Bt..........#7.|
+	// 000000a0  40 42 74 01 17 10 a6 17  00 00 00 00 ee 94 69 1a  |@Bt...........i.|
 	// 000000b0  de ad be ef                                       |....|
 	// record seq 2 (bookmark): bytes 180..233
 	// 000000b4  04 01 00 00 05 00 00 00  02 00 00 00 00 00 00 00  |................|
 	// 000000c4  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
-	// 000000d4  80 84 83 01 17 10 a6 17  00 00 00 00 a5 df 93 38  |...............8|
+	// 000000d4  80 84 83 01 17 10 a6 17  00 00 00 00 f9 41 1f 0d  |.............A..|
 	// 000000e4  64 61 69 6c 79                                    |daily|
 	// trailer: bytes 233..297
 	// 000000e9  53 54 42 59 4a 45 4e 44  02 00 00 00 00 00 00 00  |STBYJEND........|
-	// 000000f9  02 00 00 00 00 00 00 00  42 47 f8 f1 45 27 61 99  |........BG..E'a.|
+	// 000000f9  02 00 00 00 00 00 00 00  70 3d b9 96 7a 52 bc eb  |........p=..zR..|
 	// 00000109  00 94 9a 78 17 10 a6 17  09 00 00 00 00 00 00 00  |...x............|
-	// 00000119  00 00 00 00 00 00 00 00  00 00 00 00 57 f3 73 bc  |............W.s.|
+	// 00000119  00 00 00 00 00 00 00 00  00 00 00 00 da 96 6c 41  |..............lA|
 }
 
 // TestDocHexExample keeps docs/format/journal.md honest: the hex example

@@ -217,10 +217,19 @@ func (r *Record) Validate() error {
 }
 
 // PutRecordHeader encodes r's header into dst[:RecordHeaderSize] and returns
-// the record's CRC, which covers the header and r.Data. It lets a writer
-// send the header and the data with one vectored write, without copying the
-// data.
+// the record's CRC, which covers r.Data and then the header. It lets a
+// writer send the header and the data with one vectored write, without
+// copying the data.
 func PutRecordHeader(dst []byte, r *Record) uint32 {
+	return PutRecordHeaderCRC(dst, r, PayloadCRC(r.Data))
+}
+
+// PayloadCRC is the CRC-32C of a record's payload: the first part of the
+// record CRC, which a writer may compute before it takes a lock.
+func PayloadCRC(data []byte) uint32 { return crc32.Checksum(data, castagnoli) }
+
+// PutRecordHeaderCRC is PutRecordHeader with the payload's CRC given.
+func PutRecordHeaderCRC(dst []byte, r *Record, payloadCRC uint32) uint32 {
 	_ = dst[RecordHeaderSize-1]
 	dst[0] = byte(r.Kind)
 	dst[1] = r.Flags
@@ -231,7 +240,7 @@ func PutRecordHeader(dst []byte, r *Record) uint32 {
 	binary.LittleEndian.PutUint64(dst[24:], r.Length)
 	binary.LittleEndian.PutUint64(dst[32:], uint64(r.Time))
 	binary.LittleEndian.PutUint32(dst[40:], 0)
-	crc := crc32.Update(crc32.Checksum(dst[:44], castagnoli), castagnoli, r.Data)
+	crc := crc32.Update(payloadCRC, castagnoli, dst[:44])
 	binary.LittleEndian.PutUint32(dst[44:], crc)
 	return crc
 }
