@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -116,10 +117,15 @@ func (a *activityLog) reset() error {
 	return a.f.Sync()
 }
 
+// errALFull means every activity-log slot holds writes that are not durable
+// yet: the caller must release its lock, sync, and try again.
+var errALFull = errors.New("activity log full of unflushed extents")
+
 // touch makes every extent of [off, off+n) of disk hot before a write with
-// generation gen. synced is the newest generation a completed flush made
-// durable; flush is called when every slot holds unflushed writes.
-func (a *activityLog) touch(disk int, off, n int64, gen, synced uint64, flush func() (uint64, error)) error {
+// generation gen. synced is the newest generation a completed sync made
+// durable. It returns errALFull when no slot can be recycled until a sync
+// completes; extents made hot before that stay hot.
+func (a *activityLog) touch(disk int, off, n int64, gen, synced uint64) error {
 	if n <= 0 {
 		return nil
 	}
@@ -130,9 +136,9 @@ func (a *activityLog) touch(disk int, off, n int64, gen, synced uint64, flush fu
 			a.slots[i].gen, a.slots[i].lru = gen, a.clock
 			continue
 		}
-		i, err := a.victim(synced, flush)
-		if err != nil {
-			return err
+		i, ok := a.victim(synced)
+		if !ok {
+			return errALFull
 		}
 		if a.slots[i].used {
 			delete(a.index, a.slots[i].key)
@@ -155,28 +161,19 @@ func (a *activityLog) touch(disk int, off, n int64, gen, synced uint64, flush fu
 }
 
 // victim picks a free slot, else the least recently used slot whose writes
-// are durable, flushing first when there is none.
-func (a *activityLog) victim(synced uint64, flush func() (uint64, error)) (int, error) {
-	for attempt := 0; attempt < 2; attempt++ {
-		best := -1
-		for i := range a.slots {
-			s := &a.slots[i]
-			if !s.used {
-				return i, nil
-			}
-			if s.gen <= synced && (best < 0 || s.lru < a.slots[best].lru) {
-				best = i
-			}
+// are durable.
+func (a *activityLog) victim(synced uint64) (int, bool) {
+	best := -1
+	for i := range a.slots {
+		s := &a.slots[i]
+		if !s.used {
+			return i, true
 		}
-		if best >= 0 {
-			return best, nil
-		}
-		var err error
-		if synced, err = flush(); err != nil {
-			return 0, err
+		if s.gen <= synced && (best < 0 || s.lru < a.slots[best].lru) {
+			best = i
 		}
 	}
-	return 0, fmt.Errorf("activity log: no extent became durable after a flush")
+	return best, best >= 0
 }
 
 func (a *activityLog) close() error { return a.f.Close() }

@@ -35,9 +35,14 @@ func (d *Disk) Extents(ctx context.Context, off, length int64) ([]nbd.Extent, er
 }
 
 func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	rec := journal.Record{Kind: journal.KindWrite, Offset: uint64(off), Length: uint64(len(p)), Data: p}
-	if err := d.m.mutate(d, &rec, func() error { return d.back.WriteAt(ctx, p, off, false) }); err != nil {
-		return err
+	for len(p) > 0 {
+		n := d.piece(off, int64(len(p)))
+		q := p[:n]
+		rec := journal.Record{Kind: journal.KindWrite, Offset: uint64(off), Length: uint64(n), Data: q}
+		if err := d.m.mutate(d, &rec, func() error { return d.back.WriteAt(ctx, q, off, false) }); err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
 	}
 	if fua {
 		return d.m.Sync()
@@ -46,12 +51,16 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
 }
 
 func (d *Disk) Zero(ctx context.Context, off, length int64, mayTrim, fua bool) error {
-	rec := journal.Record{Kind: journal.KindZero, Offset: uint64(off), Length: uint64(length)}
-	if !mayTrim {
-		rec.Flags |= journal.FlagNoHole
-	}
-	if err := d.m.mutate(d, &rec, func() error { return d.back.Zero(ctx, off, length, mayTrim, false) }); err != nil {
-		return err
+	for length > 0 {
+		n, o := d.piece(off, length), off
+		rec := journal.Record{Kind: journal.KindZero, Offset: uint64(off), Length: uint64(n)}
+		if !mayTrim {
+			rec.Flags |= journal.FlagNoHole
+		}
+		if err := d.m.mutate(d, &rec, func() error { return d.back.Zero(ctx, o, n, mayTrim, false) }); err != nil {
+			return err
+		}
+		off, length = off+n, length-n
 	}
 	if fua {
 		return d.m.Sync()
@@ -60,14 +69,25 @@ func (d *Disk) Zero(ctx context.Context, off, length int64, mayTrim, fua bool) e
 }
 
 func (d *Disk) Trim(ctx context.Context, off, length int64, fua bool) error {
-	rec := journal.Record{Kind: journal.KindTrim, Offset: uint64(off), Length: uint64(length)}
-	if err := d.m.mutate(d, &rec, func() error { return d.back.Trim(ctx, off, length, false) }); err != nil {
-		return err
+	for length > 0 {
+		n, o := d.piece(off, length), off
+		rec := journal.Record{Kind: journal.KindTrim, Offset: uint64(off), Length: uint64(n)}
+		if err := d.m.mutate(d, &rec, func() error { return d.back.Trim(ctx, o, n, false) }); err != nil {
+			return err
+		}
+		off, length = off+n, length-n
 	}
 	if fua {
 		return d.m.Sync()
 	}
 	return nil
+}
+
+// piece is how much of [off, off+length) one record covers: up to
+// MaxRange, cut at a MaxRange boundary so pieces stay aligned.
+func (d *Disk) piece(off, length int64) int64 {
+	max := d.m.o.MaxRange
+	return min(length, max-off%max)
 }
 
 func (d *Disk) Flush(ctx context.Context) error { return d.m.Sync() }

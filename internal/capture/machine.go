@@ -24,6 +24,7 @@ const (
 	DefaultChunkSize        = 64 << 10
 	DefaultExtentSize       = 4 << 20
 	DefaultActivityExtents  = 1024
+	DefaultMaxRange         = 32 << 20 // NBD's largest request
 
 	maxDisks = 256
 )
@@ -46,6 +47,10 @@ type Options struct {
 	ChunkSize        int64 // dirty bitmap granularity
 	ExtentSize       int64 // activity log granularity
 	ActivityExtents  int   // activity log slots
+	// MaxRange is the largest range one journal record covers: writes,
+	// zeroes and trims beyond it are split, so the activity log can always
+	// hold one record's extents.
+	MaxRange int64
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -80,6 +85,7 @@ func (o *Options) setDefaults() error {
 	def(&o.JournalLimit, DefaultJournalLimit)
 	def(&o.ChunkSize, DefaultChunkSize)
 	def(&o.ExtentSize, DefaultExtentSize)
+	def(&o.MaxRange, DefaultMaxRange)
 	if o.BookmarkInterval == 0 {
 		o.BookmarkInterval = DefaultBookmarkInterval
 	}
@@ -91,6 +97,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ChunkSize < 4096 || o.ChunkSize&(o.ChunkSize-1) != 0 || o.ExtentSize < o.ChunkSize || o.ExtentSize%o.ChunkSize != 0 {
 		return fmt.Errorf("capture: chunk size %d must be a power of two >= 4096 and divide extent size %d", o.ChunkSize, o.ExtentSize)
+	}
+	if need := 2 * (o.MaxRange/o.ExtentSize + 2); int64(o.ActivityExtents) < need {
+		return fmt.Errorf("capture: %d activity log extents of %d bytes cannot hold two ranges of %d bytes; use at least %d",
+			o.ActivityExtents, o.ExtentSize, o.MaxRange, need)
+	}
+	if o.MaxRange > journal.MaxPayload {
+		return fmt.Errorf("capture: max range %d is over the journal's record limit %d", o.MaxRange, journal.MaxPayload)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -160,11 +173,12 @@ type Machine struct {
 
 	sync groupSync
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{} // wakes the resync loop
-	closed bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	kick     chan struct{} // wakes the resync loop
+	sealKick chan struct{} // wakes the sealer
+	closed   bool
 }
 
 // Open opens (or creates) the machine's state in o.Dir, recovers from an
@@ -183,9 +197,17 @@ func Open(ctx context.Context, o Options) (*Machine, error) {
 	}
 	m.sync.init(m.syncRound)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.seg.spares = make(chan *segment, 1)
-	m.wg.Add(1)
+	m.seg.spares = make(chan *segment, 2)
+	m.sealKick = make(chan struct{}, 1)
+	m.seg.kickSealer = func() {
+		select {
+		case m.sealKick <- struct{}{}:
+		default:
+		}
+	}
+	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.seg.makeSpares(m.ctx, m.log) }()
+	go m.sealer()
 	if o.BookmarkInterval > 0 {
 		m.wg.Add(1)
 		go m.bookmarkLoop()
@@ -222,13 +244,11 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		m.mu.Unlock()
 		return m.failed
 	}
-	gen := m.writeGen + 1
-	if err := m.al.touch(d.index, off, end-off, gen, m.syncedGen, m.syncLocked); err != nil {
-		err = m.fail(err)
+	_, err := m.touchActivity(d.index, off, end-off)
+	if err != nil {
 		m.mu.Unlock()
 		return err
 	}
-	m.writeGen = gen
 	rec.Disk = uint16(d.index)
 	rec.Time = m.o.Now().UnixNano()
 	journaled := m.appendLocked(rec, pcrc)
@@ -247,7 +267,7 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		m.beforeApply()
 	}
 	op.wait()
-	err := apply()
+	err = apply()
 	m.inflight.end(op)
 	if err != nil && journaled {
 		// The journal holds a change the disk may lack: resync the range.
@@ -258,6 +278,48 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		m.mu.Unlock()
 	}
 	return err
+}
+
+// touchActivity makes the extents of a range hot in the activity log and
+// returns the new write generation. Called with m.mu held. When every slot
+// holds writes that are not durable yet it syncs in place, still holding
+// the lock, so that the freed slots cannot be taken by other writers first:
+// Options guarantees that the log has room for any one range.
+func (m *Machine) touchActivity(disk int, off, n int64) (uint64, error) {
+	if m.failed != nil {
+		return 0, m.failed
+	}
+	gen := m.writeGen + 1
+	err := m.al.touch(disk, off, n, gen, m.syncedGen)
+	if errors.Is(err, errALFull) {
+		if err = m.syncInPlace(); err == nil {
+			err = m.al.touch(disk, off, n, gen, m.syncedGen)
+		}
+	}
+	if err != nil {
+		return 0, m.fail(err)
+	}
+	m.writeGen = gen
+	return gen, nil
+}
+
+// syncInPlace makes every record and disk write so far durable, with m.mu
+// held. It only syncs: closing synced segments is left to the sync
+// goroutine, which does that under m.mu too, so the two never race on a
+// file.
+func (m *Machine) syncInPlace() error {
+	for _, s := range m.seg.takeToFinish() {
+		if err := s.finishSeal(); err != nil {
+			return err
+		}
+	}
+	dirDirty, bitsDirty := m.seg.dirDirty, m.bits.dirty
+	m.seg.dirDirty, m.bits.dirty = false, false
+	if err := m.syncFiles(m.seg.syncList(), dirDirty, bitsDirty, true); err != nil {
+		return err
+	}
+	m.syncedGen = m.writeGen
+	return nil
 }
 
 func (m *Machine) count(rec *journal.Record) {
@@ -373,29 +435,37 @@ func (m *Machine) bookmarkLoop() {
 // and on the disks. Concurrent calls share fsyncs.
 func (m *Machine) Sync() error {
 	m.flushCount.Add(1)
-	return m.sync.wait()
+	return m.sync.wait(true)
 }
 
-// syncRound is one group-commit round, run by the sync goroutine.
-func (m *Machine) syncRound() error {
+// syncRound is one group-commit round, run by the sync goroutine, the only
+// goroutine that syncs and closes segment files while the machine runs.
+// disks is false for rounds that only make sealed segments durable.
+func (m *Machine) syncRound(disks bool) error {
 	m.mu.Lock()
 	if m.failed != nil {
 		m.mu.Unlock()
 		return m.failed
 	}
 	gen := m.writeGen
-	segs := m.seg.syncList()
-	sealed := make([]bool, len(segs))
-	for i, s := range segs {
-		sealed[i] = s.Sealed
+	var segs []*segment
+	var sealed []bool
+	for _, s := range m.seg.syncList() {
+		// A journal-only round leaves the active segment alone: syncing it
+		// would write back (and write-protect) pages still being filled.
+		if disks || s.Sealed {
+			segs, sealed = append(segs, s), append(sealed, s.Sealed)
+		}
 	}
 	dirDirty := m.seg.dirDirty
 	m.seg.dirDirty = false
-	bitsDirty := m.bits.dirty
-	m.bits.dirty = false
+	bitsDirty := disks && m.bits.dirty
+	if disks {
+		m.bits.dirty = false
+	}
 	m.mu.Unlock()
 
-	err := m.syncFiles(segs, dirDirty, bitsDirty)
+	err := m.syncFiles(segs, dirDirty, bitsDirty, disks)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -403,13 +473,50 @@ func (m *Machine) syncRound() error {
 		return m.fail(err)
 	}
 	m.seg.markSynced(segs, sealed)
-	m.syncedGen = max(m.syncedGen, gen)
-	m.stats.SyncRounds++
+	if disks {
+		m.syncedGen = max(m.syncedGen, gen)
+		m.stats.SyncRounds++
+	}
 	return nil
 }
 
-func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty bool) error {
+// sealer unmaps and cuts segments sealed on the write path, then makes them
+// durable, so that a sealed segment is ready to ship soon after it is
+// sealed even when no client flushes.
+func (m *Machine) sealer() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			m.finishSealed()
+			return
+		case <-m.sealKick:
+		}
+		if m.finishSealed() {
+			m.sync.kick()
+		}
+	}
+}
+
+// finishSealed runs finishSeal on every segment waiting for it, and reports
+// whether there were any.
+func (m *Machine) finishSealed() bool {
+	m.mu.Lock()
+	segs := m.seg.takeToFinish()
+	m.mu.Unlock()
 	for _, s := range segs {
+		if err := s.finishSeal(); err != nil {
+			m.mu.Lock()
+			m.fail(err)
+			m.mu.Unlock()
+		}
+	}
+	return len(segs) > 0
+}
+
+func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty, disks bool) error {
+	for _, s := range segs {
+		s.waitFinished()
 		if err := s.f.Sync(); err != nil {
 			return fmt.Errorf("sync %s: %w", s.Path, err)
 		}
@@ -425,6 +532,9 @@ func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty bool) error {
 		}
 	}
 	for _, d := range m.disks {
+		if !disks {
+			break
+		}
 		if err := d.back.Flush(context.Background()); err != nil {
 			return fmt.Errorf("flush disk %s: %w", d.name, err)
 		}
@@ -432,22 +542,19 @@ func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty bool) error {
 	return nil
 }
 
-// syncLocked is a sync round run with the write lock held, for the activity
-// log when every slot holds writes that are not durable yet.
-func (m *Machine) syncLocked() (uint64, error) {
+// syncLocked is a full sync that also closes synced segments, for Close,
+// once the sync goroutine has stopped.
+func (m *Machine) syncLocked() error {
 	segs := m.seg.syncList()
 	sealed := make([]bool, len(segs))
 	for i, s := range segs {
 		sealed[i] = s.Sealed
 	}
-	dirDirty, bitsDirty := m.seg.dirDirty, m.bits.dirty
-	m.seg.dirDirty, m.bits.dirty = false, false
-	if err := m.syncFiles(segs, dirDirty, bitsDirty); err != nil {
-		return 0, m.fail(err)
+	if err := m.syncInPlace(); err != nil {
+		return m.fail(err)
 	}
 	m.seg.markSynced(segs, sealed)
-	m.syncedGen = m.writeGen
-	return m.syncedGen, nil
+	return nil
 }
 
 // SealActive seals the active segment so that its records can be shipped.
@@ -542,7 +649,7 @@ func (m *Machine) Close(ctx context.Context) error {
 		err = m.seg.seal(m.o.Now().UnixNano())
 	}
 	if err == nil {
-		_, err = m.syncLocked()
+		err = m.syncLocked()
 	}
 	if err == nil {
 		err = m.al.reset()
@@ -571,19 +678,22 @@ func (m *Machine) closeFiles() {
 }
 
 // groupSync runs sync rounds on one goroutine; callers that arrive while a
-// round runs share the next one.
+// round runs share the next one. A round syncs the disks too when any of
+// its callers asked for it (a flush); kicks alone only make the journal
+// durable.
 type groupSync struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	req      uint64
 	done     uint64
+	disks    bool // a pending request wants the disks synced
 	err      error
 	stopped  bool
-	round    func() error
+	round    func(disks bool) error
 	finished chan struct{}
 }
 
-func (g *groupSync) init(round func() error) {
+func (g *groupSync) init(round func(disks bool) error) {
 	g.cond = sync.NewCond(&g.mu)
 	g.round = round
 	g.finished = make(chan struct{})
@@ -601,9 +711,10 @@ func (g *groupSync) loop() {
 		if g.req == g.done && g.stopped {
 			return
 		}
-		target := g.req
+		target, disks := g.req, g.disks
+		g.disks = false
 		g.mu.Unlock()
-		err := g.round()
+		err := g.round(disks)
 		g.mu.Lock()
 		g.done = target
 		if err != nil && g.err == nil {
@@ -613,13 +724,26 @@ func (g *groupSync) loop() {
 	}
 }
 
-func (g *groupSync) wait() error {
+// kick asks for a journal-only round without waiting for it.
+func (g *groupSync) kick() {
+	g.mu.Lock()
+	if !g.stopped {
+		g.req++
+		g.cond.Broadcast()
+	}
+	g.mu.Unlock()
+}
+
+// wait asks for a round (with the disks when disks is true) and waits
+// until one that started after the call has finished.
+func (g *groupSync) wait(disks bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.stopped {
 		return errors.New("capture: machine closed")
 	}
 	g.req++
+	g.disks = g.disks || disks
 	ticket := g.req
 	g.cond.Broadcast()
 	for g.done < ticket {
@@ -718,11 +842,9 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 	// The cleared bit and the resync record both sit in the page cache;
 	// after a power loss the activity log must cover the chunk in case only
 	// the bitmap page reached the disk.
-	gen := m.writeGen + 1
-	if err := m.al.touch(d, e.Offset, e.Length, gen, m.syncedGen, m.syncLocked); err != nil {
-		return true, m.fail(err)
+	if _, err := m.touchActivity(d, e.Offset, e.Length); err != nil {
+		return true, err
 	}
-	m.writeGen = gen
 	if err := m.seg.append(&rec, journal.PayloadCRC(rec.Data)); err != nil {
 		return true, err
 	}

@@ -137,6 +137,12 @@ func (m *Machine) loadSegments(unclean, rebooted bool) (int64, error) {
 		info := SegmentInfo{Path: path, FirstSeq: h.FirstSeq, LastSeq: rd.Pos().Seq, Size: rd.Offset(), Sealed: true, Synced: true}
 		if err == nil {
 			info.Size += journal.TrailerSize
+			if rd.Padding() > 0 {
+				// Sealed, but stopped before its preallocated tail was cut.
+				if err := cutAndSync(path, info.Size); err != nil {
+					return cut, err
+				}
+			}
 		} else {
 			if !unclean || !(last || rebooted) {
 				return cut, fmt.Errorf("journal segment %s is damaged: %w (run `standby journal inspect %s`)", path, err, path)
@@ -192,6 +198,18 @@ func (m *Machine) sealRecovered(path string, rd *journal.Reader) error {
 	}
 	t := journal.Trailer{LastSeq: rd.Pos().Seq, Count: rd.Count(), Chain: rd.Pos().Chain, Payload: payload, Sealed: m.o.Now().UnixNano()}
 	if _, err := f.WriteAt(journal.AppendTrailer(nil, &t), rd.Offset()); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func cutAndSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
 		return err
 	}
 	return f.Sync()

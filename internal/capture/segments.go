@@ -3,9 +3,9 @@ package capture
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,6 +34,8 @@ type segment struct {
 	payload uint64
 	end     journal.Pos // position after the last record, once sealed
 
+	finished chan struct{} // closed when finishSeal is done (sealed by a copy)
+
 	// The active segment is preallocated to alloc bytes and mapped: an
 	// append is a copy into the page cache, with no system call. mm is nil
 	// where the filesystem cannot preallocate; appends then use pwritev.
@@ -49,14 +51,18 @@ type segments struct {
 	segSize int64
 	limit   int64
 
-	list     []*segment // oldest first; the last is active when active != nil
-	active   *segment
-	spares   chan *segment // ready-made segment files (see makeSpares)
-	pos      journal.Pos
-	used     int64
-	dirDirty bool
-	recHdr   [journal.RecordHeaderSize]byte
-	iov      [2][]byte
+	list   []*segment // oldest first; the last is active when active != nil
+	active *segment
+	spares chan *segment // ready-made segment files (see makeSpares)
+	// toFinish holds segments sealed by a copy that the sealer must still
+	// unmap and cut; kickSealer wakes it.
+	toFinish   []*segment
+	kickSealer func()
+	pos        journal.Pos
+	used       int64
+	dirDirty   bool
+	recHdr     [journal.RecordHeaderSize]byte
+	iov        [2][]byte
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d.seg", first) }
@@ -270,8 +276,12 @@ func prepareSpare(path string, size int64) (*segment, error) {
 		seg.discard()
 		return nil, fmt.Errorf("map %s: %w", path, err)
 	}
-	for i := 0; i < len(seg.mm); i += os.Getpagesize() {
-		seg.mm[i] = 0
+	// Fault every page in writable, in one call where the kernel can
+	// (Linux 5.14+), else by touching each page.
+	if err := unix.Madvise(seg.mm, unix.MADV_POPULATE_WRITE); err != nil {
+		for i := 0; i < len(seg.mm); i += os.Getpagesize() {
+			seg.mm[i] = 0
+		}
 	}
 	return seg, nil
 }
@@ -316,23 +326,33 @@ func (seg *segment) unmap() {
 	}
 }
 
-// seal closes the active segment with its trailer and cuts its
-// preallocated tail; the file stays open until the syncer has made it
-// durable.
+// seal closes the active segment with its trailer. A mapped segment gets
+// its trailer by a copy; unmapping it and cutting its preallocated tail are
+// left to the sealer goroutine (finishSeal), off the write path. The file
+// stays open until the syncer has made it durable.
 func (s *segments) seal(now int64) error {
 	a := s.active
 	if a == nil {
 		return nil
 	}
 	t := journal.Trailer{LastSeq: s.pos.Seq, Count: a.count, Chain: s.pos.Chain, Payload: a.payload, Sealed: now}
-	a.unmap()
-	if a.alloc > 0 {
-		if err := a.f.Truncate(a.Size); err != nil {
+	if a.mm != nil && a.Size+journal.TrailerSize <= int64(len(a.mm)) {
+		copy(a.mm[a.Size:], journal.AppendTrailer(nil, &t))
+		a.finished = make(chan struct{})
+		s.toFinish = append(s.toFinish, a)
+		if s.kickSealer != nil {
+			s.kickSealer()
+		}
+	} else {
+		a.unmap()
+		if a.alloc > 0 {
+			if err := a.f.Truncate(a.Size); err != nil {
+				return fmt.Errorf("seal %s: %w", a.Path, err)
+			}
+		}
+		if _, err := a.f.WriteAt(journal.AppendTrailer(nil, &t), a.Size); err != nil {
 			return fmt.Errorf("seal %s: %w", a.Path, err)
 		}
-	}
-	if _, err := a.f.WriteAt(journal.AppendTrailer(nil, &t), a.Size); err != nil {
-		return fmt.Errorf("seal %s: %w", a.Path, err)
 	}
 	a.Size += journal.TrailerSize
 	s.used += journal.TrailerSize
@@ -340,6 +360,31 @@ func (s *segments) seal(now int64) error {
 	a.end = s.pos
 	s.active = nil
 	return nil
+}
+
+// takeToFinish hands the sealed segments awaiting finishSeal to the caller.
+func (s *segments) takeToFinish() []*segment {
+	out := s.toFinish
+	s.toFinish = nil
+	return out
+}
+
+// finishSeal unmaps a sealed segment and cuts its preallocated tail. Run
+// without the machine's lock; the segment is no longer written.
+func (seg *segment) finishSeal() error {
+	defer close(seg.finished)
+	seg.unmap()
+	if err := seg.f.Truncate(seg.Size); err != nil {
+		return fmt.Errorf("seal %s: %w", seg.Path, err)
+	}
+	return nil
+}
+
+// waitFinished waits for finishSeal if the segment was sealed by a copy.
+func (seg *segment) waitFinished() {
+	if seg.finished != nil {
+		<-seg.finished
+	}
 }
 
 // syncList is the files the next sync round must make durable.
@@ -403,6 +448,13 @@ func (s *segments) infos() []SegmentInfo {
 
 func (s *segments) close() {
 	for _, seg := range s.list {
+		if seg.finished != nil {
+			select {
+			case <-seg.finished:
+			default:
+				close(seg.finished) // nobody will finish it now
+			}
+		}
 		seg.unmap()
 		if seg.f != nil {
 			seg.f.Close()

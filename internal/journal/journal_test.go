@@ -161,6 +161,15 @@ func TestTruncationIsNotSealed(t *testing.T) {
 	if !errors.Is(err, ErrNotSealed) || n != 5 || rd.Offset() != int64(len(unsealed)) {
 		t.Fatalf("got err=%v n=%d offset=%d", err, n, rd.Offset())
 	}
+	// A sealed segment whose preallocated tail was not cut yet.
+	padded := append(bytes.Clone(seg), make([]byte, 100<<10)...)
+	if err := readAll(padded); err != nil {
+		t.Fatalf("zeros after the trailer: %v", err)
+	}
+	padded[len(padded)-1] = 1
+	if err := readAll(padded); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("non-zero byte after the trailer: %v", err)
+	}
 	// An active segment in a preallocated file: zeros after the last record.
 	prealloc := append(bytes.Clone(unsealed), make([]byte, 4096)...)
 	rd, _ = NewReader(bytes.NewReader(prealloc))

@@ -18,6 +18,7 @@ type Reader struct {
 	payload uint64
 	offset  int64 // bytes consumed through the last valid record
 	trailer *Trailer
+	padding int64
 	err     error
 	buf     [RecordHeaderSize]byte
 }
@@ -169,14 +170,28 @@ func (r *Reader) readTrailer() error {
 		return fmt.Errorf("%w: trailer says last seq %d chain %016x count %d payload %d; records give %s count %d payload %d",
 			ErrCorrupt, t.LastSeq, t.Chain, t.Count, t.Payload, r.pos, r.count, r.payload)
 	}
-	if _, err := r.r.Peek(1); err == nil {
-		return fmt.Errorf("%w: bytes after the trailer at offset %d", ErrCorrupt, r.offset+TrailerSize)
-	} else if !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read after trailer: %w", err)
+	// A writer that preallocates may be stopped between writing the
+	// trailer and cutting the file: only zeros may follow.
+	var rest [64 << 10]byte
+	for {
+		n, err := r.r.Read(rest[:])
+		if !isZero(rest[:n]) {
+			return fmt.Errorf("%w: bytes after the trailer at offset %d", ErrCorrupt, r.offset+TrailerSize)
+		}
+		r.padding += int64(n)
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("read after trailer: %w", err)
+		}
 	}
 	r.trailer = &t
 	return io.EOF
 }
+
+// Padding is the number of zero bytes found after the trailer: the
+// preallocated tail of a segment whose writer stopped before cutting it.
+func (r *Reader) Padding() int64 { return r.padding }
 
 // Writer encodes one segment to an io.Writer. It assigns sequence numbers.
 type Writer struct {
