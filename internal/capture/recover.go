@@ -75,6 +75,16 @@ func (m *Machine) recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("redo journal: %w", err)
 		}
+		// The retained segments are called synced from here on: make it
+		// true, since the stop may have left them in the page cache only.
+		for _, s := range m.seg.list {
+			if err := cutAndSync(s.Path, s.Size); err != nil {
+				return fmt.Errorf("sync recovered segment: %w", err)
+			}
+		}
+		if err := syncDir(m.seg.dir); err != nil {
+			return err
+		}
 		m.stats.Recovered = fmt.Sprintf("unclean stop (new boot: %v): %d damaged journal bytes cut, %d records re-applied, %d activity-log extents marked dirty",
 			rebooted, cut, n, map[bool]int{true: len(hot)}[rebooted])
 		m.log.Warn("recovered from an unclean stop", "machine", st.MachineID, "detail", m.stats.Recovered)
