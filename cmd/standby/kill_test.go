@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/standby-dr/standby/internal/nbd"
+	"github.com/standby-dr/standby/internal/testutil"
 )
 
 // standbyBin is the binary under test, built once by TestMain.
@@ -148,21 +149,6 @@ func hammer(ctx context.Context, sock string, seed uint64, conns int) {
 	wg.Wait()
 }
 
-func writeRandomImage(t *testing.T, path string, size int64, seed uint64) {
-	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 1))
-	b := make([]byte, size/2)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, size); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSIGKILLReplayEquality kills the agent with SIGKILL at random moments
 // under load, restarts it, and checks that replaying the journal onto the
 // starting image reproduces the disk byte for byte.
@@ -178,7 +164,7 @@ func TestSIGKILLReplayEquality(t *testing.T) {
 		t.Run(fmt.Sprintf("trial%02d", trial), func(t *testing.T) {
 			dir := t.TempDir()
 			disk, base := filepath.Join(dir, "disk.img"), filepath.Join(dir, "base.img")
-			writeRandomImage(t, disk, 16<<20, r.Uint64())
+			testutil.WriteImage(t, disk, 16<<20, 8<<20, r.Uint64())
 			if err := copyFile(disk, base); err != nil {
 				t.Fatal(err)
 			}
@@ -204,34 +190,7 @@ func TestSIGKILLReplayEquality(t *testing.T) {
 			if _, err := replayInto(context.Background(), filepath.Join(dir, "state", "journal"), []string{base}, 0); err != nil {
 				t.Fatalf("replay: %v", err)
 			}
-			mustSameFile(t, disk, base)
+			testutil.MustEqualFiles(t, disk, base)
 		})
 	}
-}
-
-func mustSameFile(t *testing.T, a, b string) {
-	t.Helper()
-	x, err := os.ReadFile(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := os.ReadFile(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := firstDiff(x, y); i >= 0 {
-		t.Fatalf("%s and %s differ at byte %d", a, b, i)
-	}
-}
-
-func firstDiff(x, y []byte) int {
-	if bytes.Equal(x, y) {
-		return -1
-	}
-	for i := range min(len(x), len(y)) {
-		if x[i] != y[i] {
-			return i
-		}
-	}
-	return min(len(x), len(y))
 }

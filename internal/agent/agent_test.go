@@ -16,6 +16,7 @@ import (
 	"github.com/standby-dr/standby/internal/capture"
 	"github.com/standby-dr/standby/internal/nbd"
 	"github.com/standby-dr/standby/internal/nbd/nbdtest"
+	"github.com/standby-dr/standby/internal/testutil"
 )
 
 // testAgent runs an agent in this process over a unix socket.
@@ -41,19 +42,9 @@ func startTestAgent(t *testing.T, sizes []int64, edit func(*Config)) *testAgent 
 	ta := &testAgent{cfg: cfg, done: make(chan error, 1)}
 	for i, size := range sizes {
 		p := filepath.Join(dir, fmt.Sprintf("disk%d.img", i))
-		r := rand.New(rand.NewPCG(uint64(i), 9))
-		b := make([]byte, min(size/4, 4<<20))
-		for j := range b {
-			b[j] = byte(r.Uint32())
-		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(p, size); err != nil {
-			t.Fatal(err)
-		}
+		testutil.WriteImage(t, p, size, min(size/4, 4<<20), uint64(i))
 		base := p + ".base"
-		copyFile(t, p, base)
+		testutil.CopyFile(t, p, base)
 		ta.disks, ta.bases = append(ta.disks, p), append(ta.bases, base)
 		ta.cfg.Disks = append(ta.cfg.Disks, DiskConfig{Name: fmt.Sprintf("disk%d", i), Path: p})
 	}
@@ -107,11 +98,7 @@ func (ta *testAgent) checkReplay(t *testing.T) {
 		t.Fatalf("replay: %v", err)
 	}
 	for i := range ta.disks {
-		x, _ := os.ReadFile(ta.disks[i])
-		y, _ := os.ReadFile(ta.bases[i])
-		if !bytes.Equal(x, y) {
-			t.Fatalf("replayed %s differs from the disk", ta.bases[i])
-		}
+		testutil.MustEqualFiles(t, ta.disks[i], ta.bases[i])
 	}
 }
 
@@ -234,15 +221,4 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -15,37 +15,17 @@ import (
 
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/nbd"
+	"github.com/standby-dr/standby/internal/testutil"
 )
 
-// mustImage creates a file of size bytes with random content in the first
-// half (the rest is a hole) and returns its path.
 func mustImage(tb testing.TB, dir, name string, size int64, seed uint64) string {
 	tb.Helper()
 	path := filepath.Join(dir, name)
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, size/2)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Truncate(path, size); err != nil {
-		tb.Fatal(err)
-	}
+	testutil.WriteImage(tb, path, size, size/2, seed)
 	return path
 }
 
-func mustCopy(tb testing.TB, src, dst string) {
-	tb.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-}
+func mustCopy(tb testing.TB, src, dst string) { testutil.CopyFile(tb, src, dst) }
 
 func mustBackend(tb testing.TB, path string) *nbd.FileBackend {
 	tb.Helper()
@@ -111,31 +91,9 @@ func (r *rig) checkReplay(tb testing.TB, journalDir string) journal.Pos {
 		tb.Fatalf("replay: %v", err)
 	}
 	for i := range r.disks {
-		mustEqualFiles(tb, r.disks[i], replicas[i])
+		testutil.MustEqualFiles(tb, r.disks[i], replicas[i])
 	}
 	return pos
-}
-
-func mustEqualFiles(tb testing.TB, a, b string) {
-	tb.Helper()
-	x, err := os.ReadFile(a)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	y, err := os.ReadFile(b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if len(x) != len(y) {
-		tb.Fatalf("%s is %d bytes, %s is %d", a, len(x), b, len(y))
-	}
-	if !bytes.Equal(x, y) {
-		for i := range x {
-			if x[i] != y[i] {
-				tb.Fatalf("%s and %s differ first at byte %d (%#x vs %#x)", a, b, i, x[i], y[i])
-			}
-		}
-	}
 }
 
 // workload drives random changes at the machine's disks from several
