@@ -314,7 +314,7 @@ func (m *Machine) syncInPlace() error {
 	}
 	dirDirty, bitsDirty := m.seg.dirDirty, m.bits.dirty
 	m.seg.dirDirty, m.bits.dirty = false, false
-	if err := m.syncFiles(m.seg.syncList(), dirDirty, bitsDirty, true); err != nil {
+	if err := m.syncFiles(snapshotSync(m.seg.syncList()), dirDirty, bitsDirty, true); err != nil {
 		return err
 	}
 	m.syncedGen = m.writeGen
@@ -456,6 +456,7 @@ func (m *Machine) syncRound(disks bool) error {
 			segs, sealed = append(segs, s), append(sealed, s.Sealed)
 		}
 	}
+	snap := snapshotSync(segs)
 	dirDirty := m.seg.dirDirty
 	m.seg.dirDirty = false
 	bitsDirty := disks && m.bits.dirty
@@ -464,7 +465,7 @@ func (m *Machine) syncRound(disks bool) error {
 	}
 	m.mu.Unlock()
 
-	err := m.syncFiles(segs, dirDirty, bitsDirty, disks)
+	err := m.syncFiles(snap, dirDirty, bitsDirty, disks)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -513,9 +514,29 @@ func (m *Machine) finishSealed() bool {
 	return len(segs) > 0
 }
 
-func (m *Machine) syncFiles(segs []*segment, dirDirty, bitsDirty, disks bool) error {
+// syncTarget is a segment file to sync, as seen under the lock: finished
+// is non-nil when it was sealed by a copy, and the sync waits for the
+// sealer to cut it first.
+type syncTarget struct {
+	*segment
+	finished chan struct{}
+}
+
+// snapshotSync records what syncFiles needs from segs; call it with m.mu
+// held, since sealing changes the segments.
+func snapshotSync(segs []*segment) []syncTarget {
+	out := make([]syncTarget, len(segs))
+	for i, s := range segs {
+		out[i] = syncTarget{segment: s, finished: s.finished}
+	}
+	return out
+}
+
+func (m *Machine) syncFiles(segs []syncTarget, dirDirty, bitsDirty, disks bool) error {
 	for _, s := range segs {
-		s.waitFinished()
+		if s.finished != nil {
+			<-s.finished
+		}
 		if err := s.f.Sync(); err != nil {
 			return fmt.Errorf("sync %s: %w", s.Path, err)
 		}

@@ -380,13 +380,6 @@ func (seg *segment) finishSeal() error {
 	return nil
 }
 
-// waitFinished waits for finishSeal if the segment was sealed by a copy.
-func (seg *segment) waitFinished() {
-	if seg.finished != nil {
-		<-seg.finished
-	}
-}
-
 // syncList is the files the next sync round must make durable.
 func (s *segments) syncList() []*segment {
 	var out []*segment
