@@ -44,4 +44,8 @@ fi
 go vet ./...
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
-go test -count=1 -timeout 20m -p 2 "${pkgs[@]}" 2>&1 | tee /tmp/standby-test.log
+go test -count=1 -timeout 20m -p 2 "${pkgs[@]}"
+if [ $# -eq 0 ]; then
+  # The concurrent core again under the race detector.
+  go test -count=1 -race -timeout 10m -p 2 ./internal/capture ./internal/journal ./internal/agent ./internal/nbd
+fi
