@@ -243,7 +243,7 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		m.mu.Unlock()
 		return m.failed
 	}
-	_, err := m.touchActivity(d.index, off, end-off)
+	gen, err := m.touchActivity(d.index, off, end-off)
 	if err != nil {
 		m.mu.Unlock()
 		return err
@@ -259,7 +259,7 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 		}
 	}
 	m.count(rec)
-	op := m.inflight.begin(d.index, off, end)
+	op := m.inflight.begin(d.index, off, end, gen)
 	m.mu.Unlock()
 
 	if m.beforeApply != nil {
@@ -307,6 +307,9 @@ func (m *Machine) touchActivity(disk int, off, n int64) (uint64, error) {
 // goroutine, which does that under m.mu too, so the two never race on a
 // file.
 func (m *Machine) syncInPlace() error {
+	// Disk operations in flight finish without the lock; wait for them so
+	// that the disk flush below covers every write so far.
+	m.inflight.waitIdle()
 	for _, s := range m.seg.takeToFinish() {
 		if err := s.finishSeal(); err != nil {
 			return err
@@ -446,7 +449,9 @@ func (m *Machine) syncRound(disks bool) error {
 		m.mu.Unlock()
 		return m.failed
 	}
-	gen := m.writeGen
+	// Writes whose disk operation is still in flight may reach the disk
+	// after this round's flush: they do not count as durable yet.
+	gen := min(m.writeGen, m.inflight.oldestGen()-1)
 	var segs []*segment
 	var sealed []bool
 	for _, s := range m.seg.syncList() {

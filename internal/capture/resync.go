@@ -76,7 +76,7 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 	}
 	data := buf[:e.Length]
 	// Earlier writes into the chunk may still be on their way to the disk.
-	op := m.inflight.begin(d, e.Offset, e.Offset+e.Length)
+	op := m.inflight.begin(d, e.Offset, e.Offset+e.Length, 0)
 	op.wait()
 	err = m.disks[d].back.ReadAt(m.ctx, data, e.Offset)
 	m.inflight.end(op)
