@@ -19,7 +19,7 @@ type inflight struct {
 type diskOp struct {
 	disk     int
 	off, end int64
-	gen      uint64 // write generation of a change; 0 for a read
+	gen      uint64        // write generation of a change; 0 for a read
 	done     chan struct{} // made when a later operation must wait for this one
 	earlier  []chan struct{}
 }
