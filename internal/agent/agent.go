@@ -91,6 +91,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 			Backend:     d,
 			ReadOnly:    cfg.Disks[i].ReadOnly,
 			MultiConn:   true, // a flush syncs the shared journal and every disk
+			// Capture's writes go to the page cache; the rare ones that wait
+			// (an activity-log fsync) hold the write lock anyway.
+			InlineWrites: true,
 		})
 	}
 	so := nbd.Options{Exports: exports, Logger: a.log}

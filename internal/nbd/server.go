@@ -43,6 +43,14 @@ type Export struct {
 	Description string
 	Backend     Backend
 	ReadOnly    bool
+	// InlineWrites has the connection's reader apply plain (non-FUA) writes
+	// of up to 1 MiB itself, in arrival order, instead of handing them to
+	// workers: for a backend whose writes complete at memory speed (into
+	// the page cache) this saves two goroutine switches a request and lets
+	// replies be sent in batches. A write that blocks then holds up the
+	// requests behind it on that connection; reads, flushes and FUA writes
+	// still run concurrently.
+	InlineWrites bool
 	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: set it only when a flush on one connection makes writes completed on every connection durable.
 	MultiConn bool
 }

@@ -29,6 +29,56 @@ func TestClientSuiteUnix(t *testing.T) {
 	nbdtest.RunClientSuite(t, ts.unixURI("disk"), size)
 }
 
+// TestInlineWrites runs the peer suite against an export whose writes the
+// reader applies itself, then checks that no reply is ever held back: one
+// writer waits for each reply in turn (a stranded reply would hang it)
+// while another mixes in flushes and reads handled by workers.
+func TestInlineWrites(t *testing.T) {
+	const size = 64 << 20
+	ts := MustServer(t, serverConfig{unix: true, size: size, exportAs: "disk", mutate: func(o *Options) {
+		o.Exports[0].InlineWrites = true
+	}})
+	nbdtest.RunClientSuite(t, ts.unixURI("disk"), size)
+
+	c := mustDial(t, ts, ClientOptions{})
+	done := make(chan error, 2)
+	go func() {
+		for i := range 2000 {
+			if _, err := c.WriteAt([]byte{byte(i)}, int64(i%4096)*512); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		b := make([]byte, 4096)
+		for i := range 200 {
+			var err error
+			if i%2 == 0 {
+				err = c.Flush()
+			} else {
+				_, err = c.ReadAt(b, 0)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a reply was held back: the client is still waiting")
+		}
+	}
+}
+
 func TestClientSuiteTCP(t *testing.T) {
 	const size = 128 << 20
 	ts := MustServer(t, serverConfig{tcp: true, size: size})

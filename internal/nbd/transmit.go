@@ -37,6 +37,9 @@ type transmitState struct {
 	wmu     sync.Mutex   // guards bw and werr
 	waiting atomic.Int32 // workers waiting for wmu
 	werr    error
+	// holdFlush is set while the reader handles a request inline: replies
+	// written then stay buffered until the reader is about to wait.
+	holdFlush atomic.Bool
 
 	errMu        sync.Mutex // backend error accounting, for rate-limited logs
 	errCount     int
@@ -69,11 +72,28 @@ func (c *conn) transmit() {
 
 	var err error
 	for {
-		r := <-t.free
+		if c.br.Buffered() == 0 {
+			// About to wait for the client: send the replies held back.
+			c.flushReplies()
+		}
+		var r *request
+		select {
+		case r = <-t.free:
+		default:
+			c.flushReplies() // about to wait for a worker
+			r = <-t.free
+		}
 		err = c.readRequest(r, st)
 		if err != nil || r.typ == cmdDisc {
 			t.free <- r
 			break
+		}
+		if c.export.InlineWrites && inline(r) {
+			t.holdFlush.Store(true)
+			c.handle(r)
+			t.holdFlush.Store(false)
+			t.free <- r
+			continue
 		}
 		c.dispatch(r)
 	}
@@ -202,6 +222,37 @@ func validateRequest(h *requestHeader, st exportState) (uint32, string) {
 		return errInval, msg
 	}
 	return 0, ""
+}
+
+// inlineMax bounds the writes the reader handles itself.
+const inlineMax = 1 << 20
+
+// inline reports whether the reader handles r itself instead of handing it
+// to a worker, on an export with InlineWrites: plain writes of up to
+// inlineMax. Handing them over costs two goroutine switches; handling them
+// in order also lets one reply write carry the replies of every request
+// that arrived in one read.
+func inline(r *request) bool {
+	return r.typ == cmdWrite && r.errno == 0 && r.flags&cmdFlagFUA == 0 && r.length <= inlineMax
+}
+
+// flushReplies sends the replies held back while the reader handled
+// requests inline.
+//
+// It takes the writer lock every time rather than trusting a flag: a worker
+// that saw holdFlush set just before the reader cleared it has then either
+// buffered its reply before this flush, or finds holdFlush clear and
+// flushes itself.
+func (c *conn) flushReplies() {
+	t := &c.tx
+	t.wmu.Lock()
+	if t.werr == nil && c.bw.Buffered() > 0 {
+		t.werr = c.bw.Flush()
+		if t.werr != nil {
+			c.stop()
+		}
+	}
+	t.wmu.Unlock()
 }
 
 // dispatch gives r to an idle worker, or starts one while under the limit.
@@ -423,7 +474,11 @@ func (c *conn) lockWriter() {
 // on a write error: a client that cannot take replies is gone.
 func (c *conn) unlockWriter() {
 	t := &c.tx
-	if t.werr == nil && t.waiting.Load() == 0 {
+	switch {
+	case t.holdFlush.Load():
+		// The reader is handling a request inline and flushes before it
+		// next waits for the client.
+	case t.werr == nil && t.waiting.Load() == 0:
 		t.werr = c.bw.Flush()
 		if t.werr != nil {
 			c.stop()
