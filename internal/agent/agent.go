@@ -61,7 +61,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	if a.lock, err = lockFile(filepath.Join(cfg.StateDir, "lock"), true); err != nil {
+	if a.lock, err = lockFile(filepath.Join(cfg.StateDir, "lock")); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w (is another agent running for this machine?)", cfg.StateDir, err)
 	}
 	opts := capture.Options{Dir: cfg.StateDir, Logger: a.log}
@@ -238,12 +238,9 @@ func openDisk(d DiskConfig) (*os.File, error) {
 	return f, nil
 }
 
-func lockFile(path string, create bool) (*os.File, error) {
-	flag := os.O_RDWR
-	if create {
-		flag |= os.O_CREATE
-	}
-	f, err := os.OpenFile(path, flag, 0o600)
+// lockFile creates path if needed and takes an exclusive lock on it.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

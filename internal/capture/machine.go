@@ -226,9 +226,6 @@ func (m *Machine) Disks() []*Disk { return m.disks }
 // ID is the machine id, stable across runs.
 func (m *Machine) ID() string { return m.st.MachineID }
 
-// Dir is the state directory.
-func (m *Machine) Dir() string { return m.o.Dir }
-
 // mutate journals rec (or marks the dirty bitmap when the journal is full)
 // under the write lock, then applies it to the disk outside the lock, after
 // any earlier overlapping operation (see inflight).
