@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/standby-dr/standby/internal/capture"
+	"github.com/standby-dr/standby/internal/loadgen"
 	"github.com/standby-dr/standby/internal/nbd"
 	"github.com/standby-dr/standby/internal/nbd/nbdtest"
 	"github.com/standby-dr/standby/internal/testutil"
@@ -221,4 +222,72 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
+}
+
+// TestBookmarksAreConsistentCuts drives the load generator's
+// self-describing writes through the agent across two disks, takes a
+// bookmark after every hundred writes, and replays the journal up to each
+// bookmark onto the starting images: each must hold exactly the writes
+// issued before its bookmark, on both disks.
+func TestBookmarksAreConsistentCuts(t *testing.T) {
+	ta := startTestAgent(t, []int64{16 << 20, 8 << 20}, func(c *Config) { c.BookmarkInterval = "off" })
+	ctx := context.Background()
+	var disks []loadgen.Disk
+	for i := range 2 {
+		c, err := nbd.Dial(ctx, "unix", ta.cfg.Listen.Unix, fmt.Sprintf("disk%d", i), nbd.ClientOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		disks = append(disks, c)
+	}
+	g, err := loadgen.NewGenerator(disks, loadgen.Options{Seed: 7, MaxBlocks: 32, Distribution: loadgen.HotSpot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type point struct{ seq, writes uint64 }
+	var points []point
+	for i := 1; i <= 5; i++ {
+		if err := g.Run(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		seq, err := ta.Machine().Bookmark(fmt.Sprintf("after %d writes", 100*i), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, point{seq, uint64(100 * i)})
+	}
+	ta.stop(t)
+	log := g.Log()
+	for _, p := range points {
+		var backs []nbd.Backend
+		var images []io.ReaderAt
+		for _, base := range ta.bases {
+			path := filepath.Join(t.TempDir(), "replica.img")
+			testutil.CopyFile(t, base, path)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b, err := nbd.NewFileBackend(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			backs, images = append(backs, b), append(images, f)
+		}
+		pos, err := capture.Replay(ctx, filepath.Join(ta.cfg.StateDir, "journal"), backs, capture.ReplayOptions{UpTo: p.seq})
+		if err != nil || pos.Seq != p.seq {
+			t.Fatalf("replay to bookmark %d: reached %s, %v", p.seq, pos, err)
+		}
+		if err := loadgen.CheckExact(log, loadgen.Images{Disks: images, Initial: loadgen.InitialForeign}, p.writes); err != nil {
+			t.Fatalf("bookmark %d (after %d writes): %v", p.seq, p.writes, err)
+		}
+		if p.writes > 100 {
+			// And it is not the state of an earlier bookmark.
+			if err := loadgen.CheckExact(log, loadgen.Images{Disks: images, Initial: loadgen.InitialForeign}, p.writes-100); err == nil {
+				t.Fatalf("bookmark %d also passes as the state after %d writes", p.seq, p.writes-100)
+			}
+		}
+	}
 }
