@@ -41,6 +41,12 @@ type Agent struct {
 	statusL   net.Listener
 	wg        sync.WaitGroup
 	serveErr  chan error
+
+	quiesceMu sync.Mutex // one AppBookmark at a time
+	// fsfreeze and mountCheck are the freeze program and the check of a
+	// mount before freezing it; tests replace them.
+	fsfreeze   string
+	mountCheck func(mount string) error
 }
 
 // New validates cfg, opens and locks the disks and the state directory,
@@ -52,7 +58,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4)}
+	a := &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4), fsfreeze: "fsfreeze"}
+	a.mountCheck = func(m string) error { return checkMount(m, cfg.StateDir) }
 	defer func() {
 		if err != nil {
 			a.closeAll(context.Background())
@@ -169,12 +176,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		if d, _ := a.cfg.AppConsistent.interval(); d > 0 {
+			a.appBookmarkLoop(loopCtx, d)
+		}
+	}()
 	a.log.Info("agent serving", "disks", len(a.cfg.Disks), "listeners", a.Addrs(), "state", a.machine.Stats().State)
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-a.serveErr:
 	}
+	// An app bookmark in progress thaws and runs post before capture closes.
+	stopLoop()
+	<-loopDone
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if cerr := a.Close(sctx); err == nil {

@@ -138,10 +138,10 @@ func TestStatusEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bm map[string]uint64
+	var bm BookmarkResult
 	json.NewDecoder(resp.Body).Decode(&bm)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || bm["seq"] != 2 {
+	if resp.StatusCode != 200 || bm.Seq != 2 || bm.AppConsistent {
 		t.Fatalf("bookmark: %d %v", resp.StatusCode, bm)
 	}
 	resp, err = http.Get(base + "/status")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,6 +36,26 @@ type Config struct {
 	Status string `yaml:"status,omitempty"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// AppConsistent schedules app-consistent bookmarks (quiesce.go).
+	AppConsistent AppConsistentConfig `yaml:"app_consistent"`
+}
+
+// AppConsistentConfig names the quiesce hooks run around an app-consistent
+// bookmark: pre, then fsfreeze -f of each mount, the bookmark, fsfreeze -u
+// of each frozen mount in reverse order, then post.
+type AppConsistentConfig struct {
+	// Interval between app-consistent bookmarks (1m..24h), or "off".
+	Interval string `yaml:"interval"`
+	// Timeout bounds each hook step (1s..5m).
+	Timeout string `yaml:"timeout"`
+	// FSFreeze lists mount points (absolute paths) to freeze, in order.
+	FSFreeze []string `yaml:"fsfreeze,omitempty"`
+	// Pre is an optional command (argv, absolute program path) run before
+	// freezing; when it fails the bookmark is only crash-consistent.
+	Pre []string `yaml:"pre,omitempty"`
+	// Post is an optional command run after thawing, on every attempt,
+	// whether or not pre and the freezes succeeded.
+	Post []string `yaml:"post,omitempty"`
 }
 
 // ListenConfig names the NBD listeners; at least one is required.
@@ -74,6 +95,7 @@ func Defaults() Config {
 		},
 		BookmarkInterval: capture.DefaultBookmarkInterval.String(),
 		LogLevel:         "info",
+		AppConsistent:    AppConsistentConfig{Interval: "off", Timeout: "10s"},
 	}
 }
 
@@ -141,6 +163,7 @@ func (c *Config) Validate() error {
 	if c.TLS != nil && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		bad("tls: cert and key are required when tls is set")
 	}
+	errs = append(errs, c.AppConsistent.validate()...)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -159,6 +182,67 @@ func (c *Config) bookmarkInterval() (time.Duration, error) {
 	}
 	if d < time.Second || d > time.Hour {
 		return 0, fmt.Errorf("%s is outside 1s..1h", d)
+	}
+	return d, nil
+}
+
+func (q *AppConsistentConfig) validate() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	interval, err := q.interval()
+	if err != nil {
+		bad("app_consistent.interval: %v", err)
+	}
+	if _, err := q.timeout(); err != nil {
+		bad("app_consistent.timeout: %v", err)
+	}
+	seen := map[string]bool{}
+	for i, m := range q.FSFreeze {
+		if !filepath.IsAbs(m) {
+			bad("app_consistent.fsfreeze[%d]: %q must be an absolute mount point path", i, m)
+		}
+		if seen[filepath.Clean(m)] {
+			bad("app_consistent.fsfreeze[%d]: %q is listed twice", i, m)
+		}
+		seen[filepath.Clean(m)] = true
+	}
+	for _, h := range []struct {
+		name string
+		argv []string
+	}{{"pre", q.Pre}, {"post", q.Post}} {
+		if len(h.argv) > 0 && !filepath.IsAbs(h.argv[0]) {
+			bad("app_consistent.%s: %q must be an absolute program path, then its arguments", h.name, h.argv[0])
+		}
+	}
+	if err == nil && interval > 0 && len(q.FSFreeze) == 0 && len(q.Pre) == 0 {
+		bad("app_consistent: interval is %s but nothing quiesces the applications (set fsfreeze, pre, or both)", q.Interval)
+	}
+	return errs
+}
+
+// interval is the app-consistent bookmark interval, or -1 for off.
+func (q *AppConsistentConfig) interval() (time.Duration, error) {
+	if q.Interval == "off" {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(q.Interval)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration like 1h, or off", q.Interval)
+	}
+	if d < time.Minute || d > 24*time.Hour {
+		return 0, fmt.Errorf("%s is outside 1m..24h (or off)", d)
+	}
+	return d, nil
+}
+
+// timeout bounds one hook step.
+func (q *AppConsistentConfig) timeout() (time.Duration, error) {
+	d, err := time.ParseDuration(q.Timeout)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration like 10s", q.Timeout)
+	}
+	if d < time.Second || d > 5*time.Minute {
+		return 0, fmt.Errorf("%s is outside 1s..5m", d)
 	}
 	return d, nil
 }

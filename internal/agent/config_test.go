@@ -13,7 +13,8 @@ func TestSampleConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("sample config: %v", err)
 	}
-	if len(c.Disks) != 2 || c.Journal.Limit != "1GiB" || c.BookmarkInterval != "10s" {
+	if len(c.Disks) != 2 || c.Journal.Limit != "1GiB" || c.BookmarkInterval != "10s" ||
+		c.AppConsistent.Interval != "1h" || len(c.AppConsistent.FSFreeze) != 1 || len(c.AppConsistent.Pre) != 2 {
 		t.Fatalf("sample config read as %+v", c)
 	}
 }
@@ -32,6 +33,16 @@ func TestInvalidConfigsFail(t *testing.T) {
 			"journal.segment_size",
 			"bookmark_interval: 100ms is outside 1s..1h",
 			`log_level: "loud" is not one of debug, info, warn, error`,
+		}},
+		{"bad-app-consistent.yaml", []string{
+			"app_consistent.interval: 30s is outside 1m..24h",
+			"app_consistent.timeout: 10m0s is outside 1s..5m",
+			`app_consistent.fsfreeze[0]: "srv/data" must be an absolute mount point path`,
+			`app_consistent.fsfreeze[2]: "/srv/logs/" is listed twice`,
+			`app_consistent.pre: "db-flush" must be an absolute program path`,
+		}},
+		{"app-consistent-nothing-to-quiesce.yaml", []string{
+			"app_consistent: interval is 1h but nothing quiesces",
 		}},
 	}
 	for _, tt := range tests {

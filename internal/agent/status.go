@@ -50,15 +50,29 @@ func (a *Agent) statusHandler() http.Handler {
 			label = "manual"
 		}
 		app, _ := strconv.ParseBool(r.URL.Query().Get("app"))
-		seq, err := a.machine.Bookmark(label, app)
-		if errors.Is(err, capture.ErrNotConsistent) {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return
-		} else if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
+		var res BookmarkResult
+		var err error
+		if app {
+			// Quiesce hooks; a failed hook gives a crash-consistent
+			// bookmark and a warning, a failed thaw an error.
+			res, err = a.AppBookmark(r.Context(), label)
+		} else {
+			res.Seq, err = a.machine.Bookmark(label, false)
 		}
-		writeJSON(w, http.StatusOK, map[string]uint64{"seq": seq})
+		answer := struct {
+			BookmarkResult
+			Error string `json:"error,omitempty"`
+		}{BookmarkResult: res}
+		code := http.StatusOK
+		if errors.Is(err, capture.ErrNotConsistent) {
+			code = http.StatusConflict
+		} else if err != nil {
+			code = http.StatusInternalServerError
+		}
+		if err != nil {
+			answer.Error = err.Error()
+		}
+		writeJSON(w, code, answer)
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
