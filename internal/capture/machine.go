@@ -142,7 +142,12 @@ type Stats struct {
 	Segments     int         `json:"segments"`
 	DirtyBytes   int64       `json:"dirty_bytes"`
 	ALSyncs      uint64      `json:"activity_log_syncs"`
-	Recovered    string      `json:"recovered,omitempty"` // what Open had to recover, if anything
+	// SegmentsAhead counts segments started from one prepared ahead of
+	// need; SegmentsInline those made on the write path because none was
+	// ready (a sign the preparer cannot keep up).
+	SegmentsAhead  uint64 `json:"segments_prepared_ahead"`
+	SegmentsInline uint64 `json:"segments_made_inline"`
+	Recovered      string `json:"recovered,omitempty"` // what Open had to recover, if anything
 }
 
 // Machine captures the writes of one machine's disks into one journal.
@@ -630,6 +635,7 @@ func (m *Machine) Stats() Stats {
 	s.JournalBytes, s.JournalLimit, s.Segments = m.seg.used, m.seg.limit, len(m.seg.list)
 	s.DirtyBytes = m.bits.count.Load() * m.o.ChunkSize
 	s.ALSyncs = m.al.syncs
+	s.SegmentsAhead, s.SegmentsInline = m.seg.fromSpare, m.seg.inline
 	s.Flushes = m.flushCount.Load()
 	switch {
 	case m.failed != nil:

@@ -58,11 +58,14 @@ type segments struct {
 	// unmap and cut; kickSealer wakes it.
 	toFinish   []*segment
 	kickSealer func()
-	pos        journal.Pos
-	used       int64
-	dirDirty   bool
-	recHdr     [journal.RecordHeaderSize]byte
-	iov        [2][]byte
+	// Segments started from a ready-made spare, and made on the write path
+	// because none was ready: the second should stay near zero.
+	fromSpare, inline uint64
+	pos               journal.Pos
+	used              int64
+	dirDirty          bool
+	recHdr            [journal.RecordHeaderSize]byte
+	iov               [2][]byte
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d.seg", first) }
@@ -186,8 +189,10 @@ func (s *segments) create(now int64, n int64) error {
 		s.active = seg
 		s.used += journal.HeaderSize
 		s.dirDirty = true
+		s.fromSpare++
 		return nil
 	}
+	s.inline++
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
