@@ -82,25 +82,34 @@ func (ta *testAgent) stop(t *testing.T) {
 func (ta *testAgent) checkReplay(t *testing.T) {
 	t.Helper()
 	ta.stop(t)
-	var backs []nbd.Backend
-	for _, base := range ta.bases {
-		f, err := os.OpenFile(base, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b, err := nbd.NewFileBackend(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		backs = append(backs, b)
-	}
+	backs, _ := openImages(t, ta.bases)
 	if _, err := capture.Replay(context.Background(), filepath.Join(ta.cfg.StateDir, "journal"), backs, capture.ReplayOptions{}); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
 	for i := range ta.disks {
 		testutil.MustEqualFiles(t, ta.disks[i], ta.bases[i])
 	}
+}
+
+// openImages opens image files for replay, closed at the test's end, as
+// backends and as readers.
+func openImages(t *testing.T, paths []string) ([]nbd.Backend, []io.ReaderAt) {
+	t.Helper()
+	var backs []nbd.Backend
+	var readers []io.ReaderAt
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		b, err := nbd.NewFileBackend(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		backs, readers = append(backs, b), append(readers, f)
+	}
+	return backs, readers
 }
 
 func (ta *testAgent) uri(export string) string {
@@ -260,22 +269,13 @@ func TestBookmarksAreConsistentCuts(t *testing.T) {
 	ta.stop(t)
 	log := g.Log()
 	for _, p := range points {
-		var backs []nbd.Backend
-		var images []io.ReaderAt
+		var replicas []string
 		for _, base := range ta.bases {
 			path := filepath.Join(t.TempDir(), "replica.img")
 			testutil.CopyFile(t, base, path)
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			b, err := nbd.NewFileBackend(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			backs, images = append(backs, b), append(images, f)
+			replicas = append(replicas, path)
 		}
+		backs, images := openImages(t, replicas)
 		pos, err := capture.Replay(ctx, filepath.Join(ta.cfg.StateDir, "journal"), backs, capture.ReplayOptions{UpTo: p.seq})
 		if err != nil || pos.Seq != p.seq {
 			t.Fatalf("replay to bookmark %d: reached %s, %v", p.seq, pos, err)

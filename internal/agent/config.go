@@ -173,15 +173,27 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) bookmarkInterval() (time.Duration, error) {
-	if c.BookmarkInterval == "off" {
+	return parseInterval(c.BookmarkInterval, "10s", time.Second, time.Hour, "1s..1h", true)
+}
+
+// parseInterval reads a duration within [lo, hi] (named span in errors);
+// with offOK, "off" reads as -1.
+func parseInterval(s, example string, lo, hi time.Duration, span string, offOK bool) (time.Duration, error) {
+	if offOK && s == "off" {
 		return -1, nil
 	}
-	d, err := time.ParseDuration(c.BookmarkInterval)
+	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration like 10s, or off", c.BookmarkInterval)
+		if offOK {
+			return 0, fmt.Errorf("%q is not a duration like %s, or off", s, example)
+		}
+		return 0, fmt.Errorf("%q is not a duration like %s", s, example)
 	}
-	if d < time.Second || d > time.Hour {
-		return 0, fmt.Errorf("%s is outside 1s..1h", d)
+	if d < lo || d > hi {
+		if offOK {
+			return 0, fmt.Errorf("%s is outside %s (or off)", d, span)
+		}
+		return 0, fmt.Errorf("%s is outside %s", d, span)
 	}
 	return d, nil
 }
@@ -222,29 +234,12 @@ func (q *AppConsistentConfig) validate() []error {
 
 // interval is the app-consistent bookmark interval, or -1 for off.
 func (q *AppConsistentConfig) interval() (time.Duration, error) {
-	if q.Interval == "off" {
-		return -1, nil
-	}
-	d, err := time.ParseDuration(q.Interval)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration like 1h, or off", q.Interval)
-	}
-	if d < time.Minute || d > 24*time.Hour {
-		return 0, fmt.Errorf("%s is outside 1m..24h (or off)", d)
-	}
-	return d, nil
+	return parseInterval(q.Interval, "1h", time.Minute, 24*time.Hour, "1m..24h", true)
 }
 
 // timeout bounds one hook step.
 func (q *AppConsistentConfig) timeout() (time.Duration, error) {
-	d, err := time.ParseDuration(q.Timeout)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration like 10s", q.Timeout)
-	}
-	if d < time.Second || d > 5*time.Minute {
-		return 0, fmt.Errorf("%s is outside 1s..5m", d)
-	}
-	return d, nil
+	return parseInterval(q.Timeout, "10s", time.Second, 5*time.Minute, "1s..5m", false)
 }
 
 var sizeUnits = []struct {
