@@ -173,6 +173,7 @@ type Machine struct {
 	lastBM      uint64
 	stats       Stats
 	resyncing   bool
+	holdBM      bool // StartResync until MarkDirty: no bookmarks
 	flushCount  atomic.Uint64
 
 	sync groupSync
@@ -393,7 +394,7 @@ func (m *Machine) bookmarkLocked(label string, app bool) (uint64, error) {
 	if m.failed != nil {
 		return 0, m.failed
 	}
-	if m.bits.count.Load() > 0 {
+	if m.bits.count.Load() > 0 || m.holdBM {
 		return 0, ErrNotConsistent
 	}
 	rec := journal.Record{Kind: journal.KindBookmark, Data: []byte(label), Time: m.o.Now().UnixNano()}
@@ -640,7 +641,7 @@ func (m *Machine) Stats() Stats {
 	switch {
 	case m.failed != nil:
 		s.State = StateFailed
-	case m.resyncing:
+	case m.resyncing || m.holdBM:
 		s.State = StateResyncing
 	case m.bits.count.Load() > 0:
 		s.State = StateOverflow

@@ -29,9 +29,8 @@ func (m *Machine) resyncLoop() {
 		case <-m.kick:
 		case <-t.C:
 		}
-		if m.bits.count.Load() > 0 {
-			m.resync(buf)
-		}
+		m.resync(buf) // also ends a resync that MarkDirty found nothing for
+
 	}
 }
 
@@ -60,10 +59,15 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 	}
 	d, c, ok := m.bits.next(*disk, *chunk)
 	if !ok {
-		if m.resyncing {
+		if m.resyncing && !m.holdBM {
 			m.log.Info("resync complete: journal consistent again", "machine", m.st.MachineID, "seq", m.seg.pos.Seq)
+			m.resyncing = false
+			// The first consistent point after a resync, at once: the
+			// master target presents none until it has one.
+			if _, err := m.bookmarkLocked("resync-complete", false); err != nil {
+				m.sinceBM++ // the interval loop tries again
+			}
 		}
-		m.resyncing = false
 		return true, nil
 	}
 	e := m.bits.chunkExtent(d, c)
@@ -116,4 +120,52 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// StartResync begins a resynchronisation against a replica (initial
+// replication, or after a gap or fork): it seals the active segment, stops
+// bookmarks, and returns the journal position at that instant. The caller
+// ships every record after the returned position, compares the disks with
+// the replica (reading them only after this call), and passes the ranges
+// that differ to MarkDirty; their current content is then appended to the
+// journal as resync records. The first bookmark after that is a consistent
+// recovery point again ("resync-complete", appended as soon as the dirty
+// ranges are all journaled).
+func (m *Machine) StartResync() (journal.Pos, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed != nil {
+		return journal.Pos{}, m.failed
+	}
+	if m.seg.active != nil && m.seg.active.count > 0 {
+		if err := m.seg.seal(m.o.Now().UnixNano()); err != nil {
+			return journal.Pos{}, m.fail(err)
+		}
+	}
+	m.holdBM = true
+	m.resyncing = true
+	m.log.Info("resync against the replica started", "machine", m.st.MachineID, "seq", m.seg.pos.Seq)
+	return m.seg.pos, nil
+}
+
+// MarkDirty marks ranges for resynchronisation (their current content will
+// be journaled as resync records) and ends the hold StartResync put on
+// bookmarks. Ranges are rounded out to dirty-bitmap chunks.
+func (m *Machine) MarkDirty(exts []Extent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range exts {
+		if e.Disk < 0 || e.Disk >= len(m.disks) || e.Offset < 0 || e.Length < 0 || e.Offset+e.Length > m.disks[e.Disk].Size() {
+			return fmt.Errorf("mark dirty: extent %+v is outside the machine's disks", e)
+		}
+	}
+	for _, e := range exts {
+		if err := m.bits.mark(e.Disk, e.Offset, e.Length); err != nil {
+			return m.fail(err)
+		}
+	}
+	m.holdBM = false
+	m.resyncing = true
+	m.kickResync()
+	return nil
 }

@@ -230,14 +230,20 @@ func (s *Spool) write(ctx context.Context, m *machine, path string, seg []byte) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := os.Mkdir(m.dir, 0o700); err == nil {
-		if err := syncDir(s.dir); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrExist) {
+	if err := s.ensureDir(m); err != nil {
 		return err
 	}
 	return writeAtomic(path, seg, ctx.Err)
+}
+
+// ensureDir creates the machine's directory, durably, if it is missing.
+func (s *Spool) ensureDir(m *machine) error {
+	if err := os.Mkdir(m.dir, 0o700); err == nil {
+		return syncDir(s.dir)
+	} else if !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 // machine returns the state of id, creating it empty.

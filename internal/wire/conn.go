@@ -1,0 +1,303 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Conn is one handshaken connection. Send is safe for concurrent use;
+// Recv is for one reader.
+type Conn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	wmu      sync.Mutex
+	bw       *bufio.Writer
+	rbuf     []byte
+	maxFrame int
+
+	// Version is the negotiated protocol version.
+	Version int
+	// Peer is the other side's Hello (on a server) or Welcome (as a Hello
+	// with Role and Name set, on a client).
+	Peer Hello
+	// PeerCert is the common name of the peer's TLS certificate, if any.
+	PeerCert string
+}
+
+// Options tune a connection.
+type Options struct {
+	// MaxFrame bounds a received frame's payload; 0 means DefaultMaxFrame.
+	MaxFrame int
+	// HandshakeTimeout bounds TLS and the Hello exchange; 0 means 10 s.
+	HandshakeTimeout time.Duration
+}
+
+func (o Options) maxFrame() int {
+	if o.MaxFrame > 0 {
+		return o.MaxFrame
+	}
+	return DefaultMaxFrame
+}
+
+func (o Options) handshakeTimeout() time.Duration {
+	if o.HandshakeTimeout > 0 {
+		return o.HandshakeTimeout
+	}
+	return 10 * time.Second
+}
+
+func newConn(nc net.Conn, o Options) *Conn {
+	return &Conn{nc: nc, br: bufio.NewReaderSize(nc, 256<<10), bw: bufio.NewWriterSize(nc, 256<<10), maxFrame: o.maxFrame()}
+}
+
+// Dial connects to addr, runs TLS (when tc is not nil) and the handshake.
+func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello, o Options) (*Conn, error) {
+	d := net.Dialer{KeepAlive: 15 * time.Second}
+	dctx, cancel := context.WithTimeout(ctx, o.handshakeTimeout())
+	defer cancel()
+	network := "tcp"
+	if len(addr) > 0 && addr[0] == '/' {
+		network = "unix"
+	}
+	nc, err := d.DialContext(dctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := clientHandshake(dctx, nc, tc, h, o)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+func clientHandshake(ctx context.Context, nc net.Conn, tc *tls.Config, h Hello, o Options) (*Conn, error) {
+	deadline, _ := ctx.Deadline()
+	nc.SetDeadline(deadline)
+	defer nc.SetDeadline(time.Time{})
+	var cert string
+	if tc != nil {
+		t := tls.Client(nc, tc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		if pc := t.ConnectionState().PeerCertificates; len(pc) > 0 {
+			cert = pc[0].Subject.CommonName
+		}
+		nc = t
+	}
+	c := newConn(nc, o)
+	c.PeerCert = cert
+	h.Protocol = ProtocolName
+	if h.MinVersion == 0 {
+		h.MinVersion, h.MaxVersion = MinVersion, MaxVersion
+	}
+	if err := c.SendJSON(TypeHello, h); err != nil {
+		return nil, err
+	}
+	var w Welcome
+	if err := c.Expect(TypeWelcome, &w); err != nil {
+		return nil, err
+	}
+	if w.Version < h.MinVersion || w.Version > h.MaxVersion {
+		return nil, fmt.Errorf("%w: server chose %d, we speak %d..%d", ErrVersion, w.Version, h.MinVersion, h.MaxVersion)
+	}
+	c.Version = w.Version
+	c.Peer = Hello{Role: w.Role, Name: w.Name, Stream: h.Stream}
+	return c, nil
+}
+
+// Accept runs TLS (when tc is not nil) and the server side of the
+// handshake on nc. check may refuse the peer's Hello (its role, its
+// stream kind, the certificate name in c.PeerCert); its error is sent to
+// the peer as a denied Error.
+func Accept(ctx context.Context, nc net.Conn, tc *tls.Config, me Welcome, check func(*Conn) error, o Options) (*Conn, error) {
+	nc.SetDeadline(time.Now().Add(o.handshakeTimeout()))
+	var cert string
+	if tc != nil {
+		t := tls.Server(nc, tc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("tls handshake with %s: %w", nc.RemoteAddr(), err)
+		}
+		if pc := t.ConnectionState().PeerCertificates; len(pc) > 0 {
+			cert = pc[0].Subject.CommonName
+		}
+		nc = t
+	}
+	c := newConn(nc, o)
+	c.PeerCert = cert
+	var h Hello
+	if err := c.Expect(TypeHello, &h); err != nil {
+		return nil, err
+	}
+	if h.Protocol != ProtocolName {
+		return nil, fmt.Errorf("%w: hello for protocol %q", ErrProtocol, h.Protocol)
+	}
+	v := min(h.MaxVersion, MaxVersion)
+	if v < max(h.MinVersion, MinVersion) {
+		err := fmt.Errorf("%w: peer speaks %d..%d, we speak %d..%d", ErrVersion, h.MinVersion, h.MaxVersion, MinVersion, MaxVersion)
+		c.SendError(&Error{Code: CodeVersion, Message: err.Error()})
+		return nil, err
+	}
+	c.Version, c.Peer = v, h
+	if check != nil {
+		if err := check(c); err != nil {
+			c.SendError(&Error{Code: CodeDenied, Message: err.Error()})
+			return nil, err
+		}
+	}
+	me.Version = v
+	if err := c.SendJSON(TypeWelcome, me); err != nil {
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Send writes one frame and flushes it.
+func (c *Conn) Send(t Type, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := writeFrame(c.bw, t, payload); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// SendJSON writes one frame with v as its JSON payload.
+func (c *Conn) SendJSON(t Type, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.Send(t, b)
+}
+
+// SendError sends an Error frame; the caller closes the connection after.
+func (c *Conn) SendError(e *Error) error {
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return c.SendJSON(TypeError, e)
+}
+
+// Recv reads the next frame. The payload is valid until the next Recv.
+// An Error frame from the peer is returned as a *Error.
+func (c *Conn) Recv() (Type, []byte, error) {
+	t, p, err := readFrame(c.br, c.rbuf, c.maxFrame)
+	if cap(p) <= 1<<20 {
+		c.rbuf = p // keep small buffers; let large ones go
+	}
+	if err != nil {
+		return t, nil, err
+	}
+	if t == TypeError {
+		var e Error
+		if err := Decode(t, p, &e); err != nil {
+			return t, nil, err
+		}
+		return t, nil, &e
+	}
+	return t, p, nil
+}
+
+// Expect reads the next frame, which must be of type t, into v (JSON).
+func (c *Conn) Expect(t Type, v any) error {
+	for {
+		got, p, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		if got == TypePing {
+			continue
+		}
+		if got != t {
+			return fmt.Errorf("%w: got a %s frame, want %s", ErrProtocol, got, t)
+		}
+		if v == nil {
+			return nil
+		}
+		return Decode(t, p, v)
+	}
+}
+
+// SetReadDeadline bounds the next Recv.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// CallJSON runs one control call: args are marshalled, the result is
+// unmarshalled into result (when not nil), and a Blob that follows is
+// returned.
+func (c *Conn) CallJSON(ctx context.Context, method string, args, result any) ([]byte, error) {
+	a, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	defer stop()
+	if err := c.SendJSON(TypeCall, Call{Method: method, Args: a}); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	var r Reply
+	if err := c.Expect(TypeReply, &r); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if result != nil && len(r.Result) > 0 {
+		if err := json.Unmarshal(r.Result, result); err != nil {
+			return nil, fmt.Errorf("%w: %s result: %v", ErrProtocol, method, err)
+		}
+	}
+	if !r.Blob {
+		return nil, nil
+	}
+	t, p, err := c.Recv()
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if t != TypeBlob {
+		return nil, fmt.Errorf("%w: got a %s frame, want blob", ErrProtocol, t)
+	}
+	return append([]byte(nil), p...), nil
+}
+
+// ReplyJSON answers a Call with result and an optional blob.
+func (c *Conn) ReplyJSON(result any, blob []byte) error {
+	var r Reply
+	if result != nil {
+		b, err := json.Marshal(result)
+		if err != nil {
+			return err
+		}
+		r.Result = b
+	}
+	r.Blob = blob != nil
+	if err := c.SendJSON(TypeReply, r); err != nil {
+		return err
+	}
+	if blob != nil {
+		return c.Send(TypeBlob, blob)
+	}
+	return nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}

@@ -1,0 +1,127 @@
+package wire
+
+import (
+	"github.com/standby-dr/standby/internal/journal"
+)
+
+// Protocol versions this build speaks: a window, negotiated at connect.
+const (
+	MinVersion = 1
+	MaxVersion = 1
+)
+
+// ProtocolName is the first field of every Hello; anything else is not
+// a Standby peer.
+const ProtocolName = "standby-wire"
+
+// Stream kinds.
+const (
+	StreamData    = "data"
+	StreamControl = "control"
+)
+
+// Hello opens every connection.
+type Hello struct {
+	Protocol   string `json:"protocol"` // ProtocolName
+	MinVersion int    `json:"min_version"`
+	MaxVersion int    `json:"max_version"`
+	Role       string `json:"role"`   // agent, process, target, cli
+	Stream     string `json:"stream"` // data or control
+	Name       string `json:"name,omitempty"`
+}
+
+// Welcome accepts a Hello.
+type Welcome struct {
+	Version int    `json:"version"`
+	Role    string `json:"role"`
+	Name    string `json:"name,omitempty"`
+}
+
+// DiskInfo names one disk of a machine.
+type DiskInfo struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// Open starts a machine's data stream.
+type Open struct {
+	Machine string     `json:"machine"` // 32 hex digits: the capture machine id
+	Name    string     `json:"name"`    // the operator's name for it
+	Epoch   uint64     `json:"epoch"`
+	Disks   []DiskInfo `json:"disks"`
+}
+
+// Opened answers Open with where the server is; the client ships from
+// Durable on.
+type Opened struct {
+	Durable    journal.Pos `json:"durable"`
+	Applied    journal.Pos `json:"applied"`
+	Consistent bool        `json:"consistent"` // the replica presents a consistent state (no resync pending)
+	Epoch      uint64      `json:"epoch"`
+	Known      bool        `json:"known"` // the server had state for this machine before
+}
+
+// Rebase tells the server that the next segment continues from Pos, not
+// from its position: the client is resynchronising (initial replication,
+// or after a gap or fork) and will send every block that differs.
+type Rebase struct {
+	Pos   journal.Pos `json:"pos"`
+	Epoch uint64      `json:"epoch"`
+}
+
+// Ack reports progress. Servers send one after each segment is durable and
+// whenever the applied position moves, and at least every second.
+type Ack struct {
+	Durable journal.Pos `json:"durable"`
+	Applied journal.Pos `json:"applied"`
+	// AppliedAt is when the applied position was reached at the master
+	// target (unix ns, target clock); AppliedRecordTime is the agent time of
+	// the last applied record (unix ns, agent clock).
+	AppliedAt         int64  `json:"applied_at,omitempty"`
+	AppliedRecordTime int64  `json:"applied_record_time,omitempty"`
+	Consistent        bool   `json:"consistent"`
+	Rebased           bool   `json:"rebased,omitempty"` // the last Rebase is durable
+	Points            int    `json:"points,omitempty"`  // recovery points retained at the target
+	Epoch             uint64 `json:"epoch,omitempty"`
+}
+
+// Call is a control request.
+type Call struct {
+	Method string `json:"method"`
+	Args   []byte `json:"args,omitempty"` // JSON of the method's arguments
+}
+
+// Reply answers a Call. With Blob set, one Blob frame follows.
+type Reply struct {
+	Result []byte `json:"result,omitempty"` // JSON of the method's result
+	Blob   bool   `json:"blob,omitempty"`
+}
+
+// Control methods.
+const (
+	// MethodBlockMap returns the block hashes of one disk of a machine's
+	// replica at its apply frontier (a blockmap encoding in the Blob).
+	MethodBlockMap = "blockmap"
+	// MethodDrain waits until the process server has forwarded every
+	// spooled segment of a machine and the master target applied them.
+	MethodDrain = "drain"
+	// MethodStatus returns the server's status as JSON.
+	MethodStatus = "status"
+)
+
+// BlockMapArgs are the arguments of MethodBlockMap.
+type BlockMapArgs struct {
+	Machine   string `json:"machine"`
+	Disk      int    `json:"disk"`
+	BlockSize int    `json:"block_size"`
+}
+
+// DrainArgs are the arguments of MethodDrain.
+type DrainArgs struct {
+	Machine string `json:"machine"`
+}
+
+// DrainResult is the result of MethodDrain.
+type DrainResult struct {
+	Applied journal.Pos `json:"applied"`
+}
