@@ -47,6 +47,8 @@ type Agent struct {
 	// mount before freezing it; tests replace them.
 	fsfreeze   string
 	mountCheck func(mount string) error
+
+	ship *shipper // nil without a replication section
 }
 
 // New validates cfg, opens and locks the disks and the state directory,
@@ -109,6 +111,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 			return nil, err
 		}
 		so.TLSRequired = cfg.TLS.Required
+	}
+	if r := cfg.Replication; r != nil {
+		tc, err := r.TLS.ClientConfig(r.serverName())
+		if err != nil {
+			return nil, fmt.Errorf("replication: %w", err)
+		}
+		interval, _ := r.shipInterval()
+		a.ship = &shipper{a: a, m: a.machine, addr: r.ProcessServer, tls: tc, interval: interval, window: r.Window}
+		a.ship.st = ReplicationStatus{State: ReplConnecting, Server: r.ProcessServer, RPOSeconds: -1}
 	}
 	if a.server, err = nbd.NewServer(so); err != nil {
 		return nil, err
@@ -184,6 +195,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.appBookmarkLoop(loopCtx, d)
 		}
 	}()
+	shipDone := make(chan struct{})
+	go func() {
+		defer close(shipDone)
+		if a.ship != nil {
+			a.ship.run(loopCtx)
+		}
+	}()
 	a.log.Info("agent serving", "disks", len(a.cfg.Disks), "listeners", a.Addrs(), "state", a.machine.Stats().State)
 	var err error
 	select {
@@ -193,6 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// An app bookmark in progress thaws and runs post before capture closes.
 	stopLoop()
 	<-loopDone
+	<-shipDone
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if cerr := a.Close(sctx); err == nil {

@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/standby-dr/standby/internal/capture"
+	"github.com/standby-dr/standby/internal/units"
+	"github.com/standby-dr/standby/internal/wire"
 )
 
 // Config is the agent's configuration file (configs/agent.sample.yaml is a
@@ -38,6 +39,26 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// AppConsistent schedules app-consistent bookmarks (quiesce.go).
 	AppConsistent AppConsistentConfig `yaml:"app_consistent"`
+	// Replication ships the journal to a process server; without it the
+	// agent only captures.
+	Replication *ReplicationConfig `yaml:"replication,omitempty"`
+}
+
+// ReplicationConfig names the process server the journal is shipped to.
+type ReplicationConfig struct {
+	// ProcessServer is host:port of the process server.
+	ProcessServer string `yaml:"process_server"`
+	// ServerName is the name its certificate must carry; default the host
+	// part of ProcessServer.
+	ServerName string `yaml:"server_name,omitempty"`
+	// TLS: this agent's certificate and key, and the CA of its peers.
+	// Required: every connection between roles is mutual TLS.
+	TLS wire.TLSFiles `yaml:"tls"`
+	// ShipInterval seals the active segment at least this often, so that
+	// the achieved RPO stays near it under light load (100ms..10s).
+	ShipInterval string `yaml:"ship_interval"`
+	// Window is how many segments may be in flight unacknowledged (1..64).
+	Window int `yaml:"window"`
 }
 
 // AppConsistentConfig names the quiesce hooks run around an app-consistent
@@ -112,6 +133,9 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
+	if c.Replication != nil {
+		c.Replication.fillDefaults()
+	}
 	return c, nil
 }
 
@@ -164,6 +188,9 @@ func (c *Config) Validate() error {
 		bad("tls: cert and key are required when tls is set")
 	}
 	errs = append(errs, c.AppConsistent.validate()...)
+	if c.Replication != nil {
+		errs = append(errs, c.Replication.validate()...)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -196,6 +223,49 @@ func parseInterval(s, example string, lo, hi time.Duration, span string, offOK b
 		return 0, fmt.Errorf("%s is outside %s", d, span)
 	}
 	return d, nil
+}
+
+// ReplicationDefaults are the defaults of a replication section.
+func ReplicationDefaults() ReplicationConfig {
+	return ReplicationConfig{ShipInterval: "500ms", Window: 8}
+}
+
+func (r *ReplicationConfig) fillDefaults() {
+	d := ReplicationDefaults()
+	if r.ShipInterval == "" {
+		r.ShipInterval = d.ShipInterval
+	}
+	if r.Window == 0 {
+		r.Window = d.Window
+	}
+}
+
+func (r *ReplicationConfig) validate() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(r.ProcessServer); err != nil {
+		bad("replication.process_server: %q is not host:port", r.ProcessServer)
+	}
+	errs = append(errs, r.TLS.Validate("replication.tls")...)
+	if _, err := r.shipInterval(); err != nil {
+		bad("replication.ship_interval: %v", err)
+	}
+	if r.Window < 1 || r.Window > 64 {
+		bad("replication.window: %d is outside 1..64", r.Window)
+	}
+	return errs
+}
+
+func (r *ReplicationConfig) shipInterval() (time.Duration, error) {
+	return parseInterval(r.ShipInterval, "500ms", 100*time.Millisecond, 10*time.Second, "100ms..10s", false)
+}
+
+func (r *ReplicationConfig) serverName() string {
+	if r.ServerName != "" {
+		return r.ServerName
+	}
+	h, _, _ := net.SplitHostPort(r.ProcessServer)
+	return h
 }
 
 func (q *AppConsistentConfig) validate() []error {
@@ -242,34 +312,8 @@ func (q *AppConsistentConfig) timeout() (time.Duration, error) {
 	return parseInterval(q.Timeout, "10s", time.Second, 5*time.Minute, "1s..5m", false)
 }
 
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-
 // ParseSize reads a size like 512KiB, 64MiB, 1GiB or a plain byte count.
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size like 512KiB, 64MiB or 1GiB", s)
-	}
-	return n * mult, nil
-}
+func ParseSize(s string) (int64, error) { return units.ParseSize(s) }
 
 // FormatSize writes a size the way ParseSize reads it.
-func FormatSize(n int64) string {
-	for _, u := range sizeUnits {
-		if n >= u.mult && n%u.mult == 0 {
-			return fmt.Sprintf("%d%s", n/u.mult, u.suffix)
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
+func FormatSize(n int64) string { return units.FormatSize(n) }

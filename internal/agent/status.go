@@ -18,6 +18,8 @@ type Status struct {
 	Disks   []DiskStatus     `json:"disks"`
 	Journal []SegmentStatus  `json:"journal"`
 	Dirty   []capture.Extent `json:"dirty"`
+	// Replication is present when the agent ships to a process server.
+	Replication *ReplicationStatus `json:"replication,omitempty"`
 }
 
 // DiskStatus describes one exported disk.
@@ -35,6 +37,10 @@ func (a *Agent) Status() Status {
 	s := Status{Machine: a.cfg.Machine, Capture: a.machine.Stats(), Journal: a.machine.Segments(), Dirty: a.machine.DirtyExtents()}
 	for _, d := range a.machine.Disks() {
 		s.Disks = append(s.Disks, DiskStatus{Name: d.Name(), Export: d.Name(), Size: d.Size()})
+	}
+	if a.ship != nil {
+		r := a.ship.Status()
+		s.Replication = &r
 	}
 	return s
 }
@@ -96,6 +102,21 @@ func (a *Agent) statusHandler() http.Handler {
 		gauge("standby_journal_limit_bytes", "Journal limit.", st.JournalLimit)
 		gauge("standby_journal_seq", "Sequence number of the newest record.", st.Pos.Seq)
 		gauge("standby_dirty_bytes", "Bytes marked in the dirty bitmap.", st.DirtyBytes)
+		if a.ship != nil {
+			r := a.ship.Status()
+			gauge("standby_rpo_seconds", "Achieved RPO: age of the oldest write not yet applied at the master target (-1: unknown).", r.RPOSeconds)
+			gauge("standby_replication_applied_seq", "The master target's apply frontier.", r.Applied.Seq)
+			gauge("standby_replication_durable_seq", "Position durable in the process server's cache.", r.Durable.Seq)
+			counter("standby_replication_sent_bytes_total", "Journal bytes sent to the process server.", r.SentBytes)
+			gauge("standby_replication_resync_left_bytes", "Bytes still to send of the last comparison with the replica.", r.ResyncLeft)
+			for _, rs := range []string{ReplConnecting, ReplInitial, ReplResyncing, ReplProtected, ReplFenced} {
+				v := 0
+				if r.State == rs {
+					v = 1
+				}
+				fmt.Fprintf(w, "standby_replication_state{machine=%q,state=%q} %d\n", m, rs, v)
+			}
+		}
 		for _, s := range []capture.State{capture.StateJournaling, capture.StateOverflow, capture.StateResyncing, capture.StateFailed} {
 			v := 0
 			if st.State == s {

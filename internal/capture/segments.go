@@ -25,6 +25,9 @@ type SegmentInfo struct {
 	Size     int64
 	Sealed   bool
 	Synced   bool // sealed and durable: safe to ship
+	// FirstTime is the Time of the segment's first record (unix ns) when
+	// this run appended it, else 0; the agent measures its RPO from it.
+	FirstTime int64
 }
 
 type segment struct {
@@ -120,6 +123,9 @@ func (s *segments) append(rec *journal.Record, payloadCRC uint32) error {
 	}
 	a := s.active
 	rec.Seq = s.pos.Seq + 1
+	if a.count == 0 {
+		a.FirstTime = rec.Time
+	}
 	var crc uint32
 	if a.mm != nil && a.Size+n <= a.alloc {
 		crc = journal.PutRecordHeaderCRC(a.mm[a.Size:], rec, payloadCRC)

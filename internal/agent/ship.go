@@ -1,0 +1,496 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/capture"
+	"github.com/standby-dr/standby/internal/journal"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// Replication states the shipper reports.
+const (
+	ReplConnecting = "connecting"          // no stream to the process server
+	ReplInitial    = "initial-replication" // the first full comparison and copy
+	ReplResyncing  = "resynchronizing"     // a later comparison (gap, fork, unclean stop, overflow)
+	ReplProtected  = "protected"           // delta shipping; the replica presents a consistent state
+	ReplFenced     = "fenced"              // the master target holds a newer epoch: shipping stopped
+)
+
+// ReplicationStatus is the shipper's part of GET /status.
+type ReplicationStatus struct {
+	State      string      `json:"state"`
+	Server     string      `json:"process_server"`
+	Durable    journal.Pos `json:"durable"` // in the process server's cache
+	Applied    journal.Pos `json:"applied"` // at the master target: the latest recovery point
+	Consistent bool        `json:"consistent"`
+	// RPOSeconds is the achieved RPO: the age of the oldest write accepted
+	// here and not yet applied at the master target (0 when none); -1
+	// before the target has applied anything.
+	RPOSeconds float64 `json:"rpo_seconds"`
+	// ResyncBytes is what the last comparison found to send; ResyncLeft
+	// what remains of it (progress of initial replication or a resync).
+	ResyncBytes  int64  `json:"resync_bytes"`
+	ResyncLeft   int64  `json:"resync_left"`
+	ComparedAt   string `json:"compared_at,omitempty"`
+	SentBytes    uint64 `json:"sent_bytes"`
+	SentSegments uint64 `json:"sent_segments"`
+	Points       int    `json:"points"`
+	LastError    string `json:"last_error,omitempty"`
+}
+
+// shipper sends the machine's sealed journal segments to a process server
+// and releases them once they are durable there.
+type shipper struct {
+	a        *Agent
+	m        *capture.Machine
+	addr     string
+	tls      *tls.Config
+	interval time.Duration // the active segment is sealed at least this often
+	window   int
+
+	mu          sync.Mutex
+	st          ReplicationStatus
+	needResync  bool
+	compared    bool // a comparison with the replica completed in this run
+	appliedTime int64
+}
+
+func (s *shipper) set(fn func(*ReplicationStatus)) {
+	s.mu.Lock()
+	fn(&s.st)
+	s.mu.Unlock()
+}
+
+// Status reports replication, with the RPO computed now.
+func (s *shipper) Status() ReplicationStatus {
+	s.mu.Lock()
+	st := s.st
+	s.mu.Unlock()
+	st.RPOSeconds = s.rpo(st.Applied)
+	st.ResyncLeft = s.m.Stats().DirtyBytes
+	return st
+}
+
+// rpo is the age of the oldest record not yet applied at the target.
+func (s *shipper) rpo(applied journal.Pos) float64 {
+	if applied.Seq == 0 && applied.Chain == 0 {
+		return -1
+	}
+	pos := s.m.Stats().Pos
+	if applied.Seq >= pos.Seq {
+		return 0
+	}
+	segs := s.m.Segments()
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].LastSeq > applied.Seq })
+	for ; i < len(segs); i++ {
+		if segs[i].FirstTime != 0 {
+			return max(0, time.Since(time.Unix(0, segs[i].FirstTime)).Seconds())
+		}
+	}
+	// Segments from before this run carry no times: the last applied
+	// record's time bounds the loss window from above.
+	s.mu.Lock()
+	at := s.appliedTime
+	s.mu.Unlock()
+	if at == 0 {
+		return -1
+	}
+	return max(0, time.Since(time.Unix(0, at)).Seconds())
+}
+
+// run ships until ctx ends.
+func (s *shipper) run(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case wire.HasCode(err, wire.CodeFenced):
+			s.a.log.Error("fenced: the master target holds a newer epoch for this machine; shipping stopped", "err", err)
+			s.set(func(st *ReplicationStatus) { st.State, st.LastError = ReplFenced, err.Error() })
+			<-ctx.Done()
+			return
+		case wire.HasCode(err, wire.CodeGap), wire.HasCode(err, wire.CodeFork):
+			s.a.log.Warn("the replica does not continue this journal: resynchronising", "err", err)
+			s.mu.Lock()
+			s.needResync = true
+			s.mu.Unlock()
+			backoff = 200 * time.Millisecond
+		case err != nil:
+			s.a.log.Debug("replication stream ended", "err", err)
+		}
+		s.set(func(st *ReplicationStatus) {
+			st.State = ReplConnecting
+			if err != nil {
+				st.LastError = err.Error()
+			}
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *shipper) dial(ctx context.Context, stream string) (*wire.Conn, error) {
+	return wire.Dial(ctx, s.addr, s.tls, wire.Hello{Role: "agent", Stream: stream, Name: s.a.cfg.Machine}, wire.Options{})
+}
+
+func (s *shipper) open() wire.Open {
+	op := wire.Open{Machine: s.m.ID(), Name: s.a.cfg.Machine, Epoch: s.m.Stats().Epoch}
+	for _, d := range s.m.Disks() {
+		op.Disks = append(op.Disks, wire.DiskInfo{Name: d.Name(), Size: d.Size()})
+	}
+	return op
+}
+
+// session is one data stream to the process server.
+func (s *shipper) session(ctx context.Context) error {
+	c, err := s.dial(ctx, wire.StreamData)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(sctx, func() { c.Close() })
+	defer stop()
+	if err := c.SendJSON(wire.TypeOpen, s.open()); err != nil {
+		return err
+	}
+	var op wire.Opened
+	if err := c.Expect(wire.TypeOpened, &op); err != nil {
+		return err
+	}
+	s.onAck(wire.Ack{Durable: op.Durable, Applied: op.Applied, Consistent: op.Consistent})
+	sent := op.Durable.Seq
+	s.mu.Lock()
+	resync := s.needResync || !op.Consistent || !s.continues(op.Durable)
+	s.mu.Unlock()
+	if resync {
+		pos, err := s.resync(sctx, c, op)
+		if err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+		sent = pos.Seq
+	}
+	s.set(func(st *ReplicationStatus) {
+		st.LastError = ""
+		if st.State == ReplConnecting {
+			st.State = ReplProtected
+		}
+	})
+	pending := newPending()
+	readErr := make(chan error, 1)
+	go func() { readErr <- s.readAcks(sctx, c, pending) }()
+	return s.ship(sctx, c, sent, pending, readErr)
+}
+
+// continues reports whether the journal this agent holds continues from
+// the server's durable position: nothing between it and the oldest
+// retained record is missing, and the server is not ahead of us.
+func (s *shipper) continues(durable journal.Pos) bool {
+	pos := s.m.Stats().Pos
+	if durable.Seq > pos.Seq {
+		return false // the server holds records we never wrote: a fork
+	}
+	if durable.Seq == pos.Seq {
+		return durable == pos
+	}
+	segs := s.m.Segments()
+	for _, g := range segs {
+		if g.LastSeq > durable.Seq {
+			return g.FirstSeq <= durable.Seq+1
+		}
+	}
+	return false
+}
+
+// ship sends sealed, durable segments after sent, a window at a time.
+func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pending, readErr chan error) error {
+	seal := time.NewTicker(s.interval)
+	defer seal.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	ping := time.NewTicker(2 * time.Second)
+	defer ping.Stop()
+	for {
+		for p.count() < s.window {
+			g, ok := s.nextSegment(sent)
+			if !ok {
+				break
+			}
+			if g.FirstSeq > sent+1 {
+				return &wire.Error{Code: wire.CodeGap, Message: fmt.Sprintf("journal segment %d..%d does not follow %d", g.FirstSeq, g.LastSeq, sent)}
+			}
+			b, err := os.ReadFile(g.Path)
+			if err != nil {
+				return fmt.Errorf("read journal segment: %w", err)
+			}
+			p.push(g.LastSeq)
+			if err := c.Send(wire.TypeSegment, b); err != nil {
+				return err
+			}
+			sent = g.LastSeq
+			s.set(func(st *ReplicationStatus) { st.SentBytes += uint64(len(b)); st.SentSegments++ })
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-readErr:
+			return err
+		case <-seal.C:
+			if err := s.m.SealActive(); err != nil {
+				return err
+			}
+		case <-ping.C:
+			if err := c.Send(wire.TypePing, nil); err != nil {
+				return err
+			}
+		case <-poll.C:
+		case <-p.acked:
+		}
+	}
+}
+
+// nextSegment is the first sealed, durable segment with records after seq.
+func (s *shipper) nextSegment(seq uint64) (capture.SegmentInfo, bool) {
+	for _, g := range s.m.Segments() {
+		if g.LastSeq <= seq || g.LastSeq < g.FirstSeq {
+			continue
+		}
+		return g, g.Synced
+	}
+	return capture.SegmentInfo{}, false
+}
+
+func (s *shipper) readAcks(ctx context.Context, c *wire.Conn, p *pending) error {
+	for {
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		t, b, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		if t == wire.TypePing {
+			continue
+		}
+		if t != wire.TypeAck {
+			return fmt.Errorf("%w: %s frame from the process server", wire.ErrProtocol, t)
+		}
+		var a wire.Ack
+		if err := wire.Decode(t, b, &a); err != nil {
+			return err
+		}
+		if err := s.onAck(a); err != nil {
+			return err
+		}
+		p.ackUpTo(a.Durable.Seq)
+	}
+}
+
+// onAck records an acknowledgement and drops the journal the process
+// server holds durably.
+func (s *shipper) onAck(a wire.Ack) error {
+	s.mu.Lock()
+	s.st.Durable, s.st.Applied, s.st.Consistent, s.st.Points = a.Durable, a.Applied, a.Consistent, a.Points
+	if a.AppliedRecordTime != 0 {
+		s.appliedTime = a.AppliedRecordTime
+	}
+	if a.Consistent && s.compared && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
+		s.st.State = ReplProtected
+		s.a.log.Info("replica consistent: protected", "applied", a.Applied.Seq)
+	}
+	s.mu.Unlock()
+	if a.Durable.Seq > 0 {
+		return s.m.Release(a.Durable.Seq)
+	}
+	return nil
+}
+
+// pending tracks the segments sent and not yet durable at the server.
+type pending struct {
+	mu    sync.Mutex
+	last  []uint64
+	acked chan struct{}
+}
+
+func newPending() *pending { return &pending{acked: make(chan struct{}, 1)} }
+
+func (p *pending) push(seq uint64) { p.mu.Lock(); p.last = append(p.last, seq); p.mu.Unlock() }
+
+func (p *pending) count() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.last) }
+
+func (p *pending) ackUpTo(seq uint64) {
+	p.mu.Lock()
+	n := 0
+	for n < len(p.last) && p.last[n] <= seq {
+		n++
+	}
+	p.last = p.last[n:]
+	p.mu.Unlock()
+	if n > 0 {
+		select {
+		case p.acked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// resync compares the disks with the replica and journals what differs
+// (DESIGN §4: initial replication and resynchronisation are one
+// mechanism). It returns the position the stream now continues from.
+func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (journal.Pos, error) {
+	initial := !op.Known || op.Applied == (journal.Pos{})
+	state := ReplResyncing
+	if initial {
+		state = ReplInitial
+	}
+	s.set(func(st *ReplicationStatus) { st.State = state })
+	pos0, err := s.m.StartResync()
+	if err != nil {
+		return pos0, err
+	}
+	// The comparison can take a while (a drain, hashing the disks): keep
+	// the data stream alive meanwhile.
+	pingCtx, stopPing := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-pingCtx.Done():
+				return
+			case <-t.C:
+				c.Send(wire.TypePing, nil)
+			}
+		}
+	}()
+	exts, err := s.compare(ctx)
+	stopPing()
+	// MarkDirty always runs: it ends the hold on bookmarks. On failure the
+	// next session compares again.
+	if merr := s.m.MarkDirty(exts); err == nil {
+		err = merr
+	}
+	if err != nil {
+		return pos0, err
+	}
+	var total int64
+	for _, e := range exts {
+		total += e.Length
+	}
+	s.a.log.Info("compared with the replica", "state", state, "differing_bytes", total, "ranges", len(exts), "from_seq", pos0.Seq)
+	if err := c.SendJSON(wire.TypeRebase, wire.Rebase{Pos: pos0, Epoch: s.m.Stats().Epoch}); err != nil {
+		return pos0, err
+	}
+	for {
+		var a wire.Ack
+		if err := c.Expect(wire.TypeAck, &a); err != nil {
+			return pos0, err
+		}
+		if a.Rebased {
+			break
+		}
+	}
+	if err := s.m.Release(pos0.Seq); err != nil {
+		return pos0, err
+	}
+	s.mu.Lock()
+	s.needResync, s.compared = false, true
+	s.st.ResyncBytes, s.st.ComparedAt = total, time.Now().UTC().Format(time.RFC3339)
+	s.mu.Unlock()
+	return pos0, nil
+}
+
+// compare fetches the replica's block map of every disk through the
+// process server (after it forwarded everything it holds) and returns the
+// ranges where this machine's disks differ. Holes are skipped locally.
+func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
+	cc, err := s.dial(ctx, wire.StreamControl)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	if _, err := cc.CallJSON(ctx, wire.MethodDrain, wire.DrainArgs{Machine: s.m.ID()}, &wire.DrainResult{}); err != nil {
+		return nil, fmt.Errorf("drain the process server: %w", err)
+	}
+	var out []capture.Extent
+	for i, d := range s.m.Disks() {
+		blob, err := cc.CallJSON(ctx, wire.MethodBlockMap, wire.BlockMapArgs{Machine: s.m.ID(), Disk: i, BlockSize: blockSize}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("block map of the replica's disk %s: %w", d.Name(), err)
+		}
+		theirs, err := blockmap.DecodeMap(blob)
+		if err != nil {
+			return nil, fmt.Errorf("block map of the replica's disk %s: %w", d.Name(), err)
+		}
+		f := s.a.files[i]
+		holes, err := fileHoles(f, d.Size())
+		if err != nil {
+			return nil, err
+		}
+		ours, err := blockmap.Hasher{BlockSize: blockSize, Workers: 2}.Hash(ctx, f, d.Size(), holes)
+		if err != nil {
+			return nil, fmt.Errorf("hash disk %s: %w", d.Name(), err)
+		}
+		rs, err := blockmap.Diff(ours, theirs)
+		if err != nil {
+			return nil, fmt.Errorf("compare disk %s: %w", d.Name(), err)
+		}
+		for _, r := range rs {
+			out = append(out, capture.Extent{Disk: i, Offset: r.Off, Length: min(r.Len, d.Size()-r.Off)})
+		}
+	}
+	return out, nil
+}
+
+// blockSize is the comparison granularity: capture's dirty-bitmap chunk.
+const blockSize = capture.DefaultChunkSize
+
+// fileHoles lists the unallocated ranges of a regular file (SEEK_DATA /
+// SEEK_HOLE); a block device, or a filesystem without the calls, has none.
+func fileHoles(f *os.File, size int64) ([]blockmap.Extent, error) {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, err
+	}
+	var holes []blockmap.Extent
+	fd := int(f.Fd())
+	off := int64(0)
+	for off < size {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			holes = append(holes, blockmap.Extent{Off: off, Len: size - off})
+			break
+		}
+		if err != nil {
+			return nil, nil // no SEEK_DATA: hash everything
+		}
+		if data > off {
+			holes = append(holes, blockmap.Extent{Off: off, Len: min(data, size) - off})
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, nil
+		}
+		off = hole
+	}
+	return holes, nil
+}
+
+var _ io.ReaderAt = (*os.File)(nil)

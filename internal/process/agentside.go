@@ -1,0 +1,233 @@
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/standby-dr/standby/internal/journal"
+	"github.com/standby-dr/standby/internal/spool"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// serveAgent runs one agent's data stream.
+func (s *Server) serveAgent(c *wire.Conn) error {
+	var op wire.Open
+	if err := c.Expect(wire.TypeOpen, &op); err != nil {
+		return err
+	}
+	f := s.forwarder(op)
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	opened, werr := s.opened(ctx, f)
+	if werr != nil {
+		c.SendError(werr)
+		return werr
+	}
+	if err := c.SendJSON(wire.TypeOpened, opened); err != nil {
+		return err
+	}
+	s.log.Info("agent connected", "machine", op.Machine, "name", op.Name, "durable", opened.Durable.Seq, "applied", opened.Applied.Seq)
+	go s.heartbeat(ctx, c, f)
+
+	for {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		t, p, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case wire.TypePing:
+		case wire.TypeSegment:
+			s.counters.mu.Lock()
+			s.counters.agentBytes += uint64(len(p))
+			s.counters.segments++
+			s.counters.mu.Unlock()
+			if err := s.backoffPut(ctx, op.Machine, p); err != nil {
+				werr := s.putError(err, op.Machine)
+				c.SendError(werr)
+				return fmt.Errorf("spool segment: %w", err)
+			}
+			f.kick()
+			if err := c.SendJSON(wire.TypeAck, s.ack(f, false)); err != nil {
+				return err
+			}
+		case wire.TypeRebase:
+			var r wire.Rebase
+			if err := wire.Decode(t, p, &r); err != nil {
+				return err
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			err := f.requestRebase(rctx, r)
+			rcancel()
+			if err != nil {
+				var we *wire.Error
+				if !errors.As(err, &we) {
+					we = &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: true}
+				}
+				c.SendError(we)
+				return err
+			}
+			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq)
+			if err := c.SendJSON(wire.TypeAck, s.ack(f, true)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: %s frame from an agent", wire.ErrProtocol, t)
+		}
+	}
+}
+
+// opened says where the agent should ship from: after the cache's tail,
+// or, for a machine the cache never saw, the master target's frontier.
+func (s *Server) opened(ctx context.Context, f *forwarder) (wire.Opened, *wire.Error) {
+	deadline := time.After(10 * time.Second)
+	for {
+		f.mu.Lock()
+		known, broken, ch := f.known, f.broken, f.changed
+		o := wire.Opened{Applied: f.applied, Consistent: f.consistent && broken == nil, Epoch: f.open.Epoch, Known: known}
+		f.mu.Unlock()
+		if broken != nil {
+			return o, broken
+		}
+		st, seen := s.spool.Stats()[f.id]
+		if seen {
+			o.Durable = st.Tail
+			if known && f.applied.Seq > st.Tail.Seq && st.Segments == 0 {
+				o.Durable = f.applied
+			}
+			return o, nil
+		}
+		if known {
+			o.Durable = o.Applied
+			return o, nil
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return o, &wire.Error{Code: wire.CodeUnavailable, Message: "the process server has not reached the master target yet", Transient: true}
+		case <-ctx.Done():
+			return o, &wire.Error{Code: wire.CodeUnavailable, Message: "process server stopping", Transient: true}
+		}
+	}
+}
+
+func (s *Server) ack(f *forwarder, rebased bool) wire.Ack {
+	st := s.spool.Stats()[f.id]
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return wire.Ack{Durable: st.Tail, Applied: f.applied, AppliedAt: f.appliedAt, AppliedRecordTime: f.recordTime,
+		Consistent: f.consistent && f.broken == nil, Rebased: rebased, Points: f.points, Epoch: f.open.Epoch}
+}
+
+// heartbeat sends the agent an Ack whenever the master target's frontier
+// moves and at least every second, and the target's refusal if it comes.
+func (s *Server) heartbeat(ctx context.Context, c *wire.Conn, f *forwarder) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		f.mu.Lock()
+		ch, broken := f.changed, f.broken
+		f.mu.Unlock()
+		if broken != nil {
+			c.SendError(broken)
+			c.Close()
+			return
+		}
+		if c.SendJSON(wire.TypeAck, s.ack(f, false)) != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			// coalesce bursts of acknowledgements
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) putError(err error, id string) *wire.Error {
+	st := s.spool.Stats()[id]
+	if we := wire.PosError(err, st.Tail); we != nil {
+		return we
+	}
+	switch {
+	case errors.Is(err, spool.ErrFenced):
+		return &wire.Error{Code: wire.CodeFenced, Message: err.Error()}
+	case errors.Is(err, journal.ErrCorrupt), errors.Is(err, spool.ErrMachineID):
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	return &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: true}
+}
+
+// serveControl answers an agent's control calls: drain here, block maps
+// from the master target.
+func (s *Server) serveControl(c *wire.Conn) error {
+	for {
+		var call wire.Call
+		if err := c.Expect(wire.TypeCall, &call); err != nil {
+			return err
+		}
+		result, blob, err := s.call(call)
+		if err != nil {
+			var we *wire.Error
+			if !errors.As(err, &we) {
+				we = &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: wire.IsTransient(err)}
+			}
+			if c.SendError(we) != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.ReplyJSON(result, blob); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) call(call wire.Call) (any, []byte, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Minute)
+	defer cancel()
+	switch call.Method {
+	case wire.MethodDrain:
+		var a wire.DrainArgs
+		if err := json.Unmarshal(call.Args, &a); err != nil {
+			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+		}
+		f, ok := s.lookup(a.Machine)
+		if !ok {
+			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: "drain: machine " + a.Machine + " has no stream here; open it first"}
+		}
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer dcancel()
+		pos, err := f.drain(dctx)
+		return wire.DrainResult{Applied: pos}, nil, err
+	case wire.MethodBlockMap:
+		// Passed through to the master target.
+		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{})
+		if err != nil {
+			return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: err.Error(), Transient: true}
+		}
+		defer tc.Close()
+		var a wire.BlockMapArgs
+		if err := json.Unmarshal(call.Args, &a); err != nil {
+			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+		}
+		blob, err := tc.CallJSON(ctx, call.Method, a, nil)
+		return nil, blob, err
+	case wire.MethodStatus:
+		return s.Status(), nil, nil
+	}
+	return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("unknown method %q", call.Method)}
+}

@@ -1,0 +1,355 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/standby-dr/standby/internal/journal"
+	"github.com/standby-dr/standby/internal/segpack"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// forwarder sends one machine's spooled segments to the master target, in
+// order, and releases them from the spool once the target applied them.
+type forwarder struct {
+	p  *Server
+	id string
+
+	mu         sync.Mutex
+	open       wire.Open // the agent's latest Open: what the forwarder opens at the target
+	connected  bool
+	known      bool // the target's position is known (a session opened once)
+	applied    journal.Pos
+	appliedAt  int64
+	recordTime int64
+	consistent bool
+	points     int
+	broken     *wire.Error // gap, fork or fenced from the target: the agent must act
+	lastErr    string
+	changed    chan struct{} // closed and replaced on every state change
+	stats      forwardStats
+
+	wake   chan struct{}  // a segment was spooled
+	rebase chan *rebaseOp // served by a connected session
+}
+
+type forwardStats struct {
+	SegmentsSent uint64 `json:"segments_sent"`
+	BytesBefore  uint64 `json:"bytes_before_packing"`
+	BytesAfter   uint64 `json:"bytes_after_packing"`
+	ZeroBytes    uint64 `json:"zero_bytes_eliminated"`
+	DedupBytes   uint64 `json:"dedup_bytes"`
+	Reconnects   uint64 `json:"reconnects"`
+}
+
+type rebaseOp struct {
+	r    wire.Rebase
+	done chan error
+}
+
+func newForwarder(p *Server, op wire.Open) *forwarder {
+	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp)}
+}
+
+// update changes the state under the lock and wakes the watchers.
+func (f *forwarder) update(fn func()) {
+	f.mu.Lock()
+	fn()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *forwarder) kick() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run keeps a session to the master target until ctx ends, reconnecting
+// after transient failures and waiting for the agent's resync after a
+// permanent one.
+func (f *forwarder) run(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := f.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		var we *wire.Error
+		if errors.As(err, &we) && !we.Transient {
+			f.p.log.Warn("master target refused the stream; waiting for the agent to resynchronise", "machine", f.id, "code", we.Code, "err", we.Message)
+			f.update(func() { f.broken, f.connected, f.lastErr = we, false, err.Error() })
+			f.waitFixed(ctx)
+			continue
+		}
+		f.update(func() {
+			f.connected, f.stats.Reconnects = false, f.stats.Reconnects+1
+			if err != nil {
+				f.lastErr = err.Error()
+			}
+		})
+		f.p.log.Debug("master target stream ended", "machine", f.id, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		if err == nil {
+			backoff = 200 * time.Millisecond
+		}
+	}
+}
+
+func (f *forwarder) waitFixed(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		broken, ch := f.broken, f.changed
+		f.mu.Unlock()
+		if broken == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+// session is one connection to the master target.
+func (f *forwarder) session(ctx context.Context) error {
+	f.mu.Lock()
+	op := f.open
+	f.mu.Unlock()
+	c, err := wire.Dial(ctx, f.p.o.Target, f.p.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamData, Name: f.p.o.Name}, wire.Options{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(sctx, func() { c.Close() })
+	defer stop()
+	if err := c.SendJSON(wire.TypeOpen, op); err != nil {
+		return err
+	}
+	var opened wire.Opened
+	if err := c.Expect(wire.TypeOpened, &opened); err != nil {
+		return err
+	}
+	if err := f.p.spool.Release(ctx, f.id, opened.Applied.Seq); err != nil {
+		return err
+	}
+	f.update(func() {
+		f.connected, f.known = true, true
+		f.applied, f.consistent = opened.Applied, opened.Consistent
+	})
+	f.p.log.Info("forwarding to master target", "machine", f.id, "applied", opened.Applied.Seq, "consistent", opened.Consistent)
+
+	s := &sendState{sent: opened.Applied.Seq, acked: make(chan struct{}, 1), rebased: make(chan struct{}, 1)}
+	readErr := make(chan error, 1)
+	go func() { readErr <- f.readAcks(sctx, c, s) }()
+	packer, err := segpack.NewPacker(f.p.o.Pack)
+	if err != nil {
+		return err
+	}
+	ping := time.NewTicker(2 * time.Second)
+	defer ping.Stop()
+	var buf []byte
+	for {
+		if s.inflight() < f.p.o.Window {
+			ref, ok := f.p.spool.Next(f.id, s.sent)
+			if ok {
+				seg, err := f.p.spool.ReadSegment(ref)
+				if err != nil {
+					return err
+				}
+				var st segpack.Stats
+				buf, st, err = packer.Pack(buf[:0], seg)
+				if err != nil {
+					return fmt.Errorf("pack segment %d..%d: %w", ref.FirstSeq, ref.LastSeq, err)
+				}
+				if err := f.p.limit.wait(sctx, len(buf)); err != nil {
+					return err
+				}
+				s.push(ref.LastSeq)
+				if err := c.Send(wire.TypePacked, buf); err != nil {
+					return err
+				}
+				s.sent = ref.LastSeq
+				f.p.counters.add(len(seg), len(buf))
+				f.update(func() {
+					f.stats.SegmentsSent++
+					f.stats.BytesBefore += uint64(st.In)
+					f.stats.BytesAfter += uint64(st.Out)
+					f.stats.ZeroBytes += uint64(st.ZeroBytes)
+					f.stats.DedupBytes += uint64(st.DedupBytes)
+				})
+				continue
+			}
+		}
+		select {
+		case <-sctx.Done():
+			return sctx.Err()
+		case err := <-readErr:
+			return err
+		case <-f.wake:
+		case <-s.acked:
+		case <-ping.C:
+			if err := c.Send(wire.TypePing, nil); err != nil {
+				return err
+			}
+		case rb := <-f.rebase:
+			rb.done <- f.doRebase(sctx, c, s, rb.r, readErr)
+		}
+	}
+}
+
+// doRebase passes an agent's rebase to the master target once everything
+// spooled before it is applied, then rebases the spool.
+func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, r wire.Rebase, readErr chan error) error {
+	if st := f.p.spool.Stats()[f.id]; st.Segments > 0 || s.inflight() > 0 {
+		return &wire.Error{Code: wire.CodeBusy, Message: fmt.Sprintf("rebase: %d segments still to forward; drain first", st.Segments), Transient: true}
+	}
+	if err := c.SendJSON(wire.TypeRebase, r); err != nil {
+		return err
+	}
+	select {
+	case <-s.rebased:
+	case err := <-readErr:
+		readErr <- err
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "master target stream ended during rebase", Transient: true}
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "master target did not confirm the rebase", Transient: true}
+	}
+	if err := f.p.spool.Rebase(ctx, f.id, r.Pos, r.Epoch); err != nil {
+		return err
+	}
+	s.sent = r.Pos.Seq
+	return nil
+}
+
+// readAcks applies the master target's acknowledgements.
+func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) error {
+	for {
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		t, p, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		if t == wire.TypePing {
+			continue
+		}
+		if t != wire.TypeAck {
+			return fmt.Errorf("%w: %s frame from the master target", wire.ErrProtocol, t)
+		}
+		var a wire.Ack
+		if err := wire.Decode(t, p, &a); err != nil {
+			return err
+		}
+		if err := f.p.spool.Release(ctx, f.id, a.Applied.Seq); err != nil {
+			return err
+		}
+		s.ackUpTo(a.Durable.Seq)
+		if a.Rebased {
+			select {
+			case s.rebased <- struct{}{}:
+			default:
+			}
+		}
+		f.update(func() {
+			f.applied, f.appliedAt, f.recordTime = a.Applied, a.AppliedAt, a.AppliedRecordTime
+			f.consistent, f.points = a.Consistent, a.Points
+		})
+	}
+}
+
+// sendState tracks the segments sent and not yet acknowledged.
+type sendState struct {
+	sent    uint64 // last sequence number sent (only the session loop touches it)
+	mu      sync.Mutex
+	pending []uint64 // last sequence numbers of unacknowledged segments
+	acked   chan struct{}
+	rebased chan struct{}
+}
+
+func (s *sendState) push(last uint64) {
+	s.mu.Lock()
+	s.pending = append(s.pending, last)
+	s.mu.Unlock()
+}
+
+func (s *sendState) inflight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+func (s *sendState) ackUpTo(seq uint64) {
+	s.mu.Lock()
+	n := 0
+	for n < len(s.pending) && s.pending[n] <= seq {
+		n++
+	}
+	s.pending = s.pending[n:]
+	s.mu.Unlock()
+	if n > 0 {
+		select {
+		case s.acked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain waits until every spooled segment of the machine is applied at the
+// master target, or, when the target refused the stream (gap, fork), drops
+// them: the agent is about to resynchronise.
+func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
+	for {
+		f.mu.Lock()
+		broken, applied, ch, connected := f.broken, f.applied, f.changed, f.connected
+		f.mu.Unlock()
+		if broken != nil {
+			if broken.Code == wire.CodeFenced {
+				return applied, broken
+			}
+			if err := f.p.spool.Discard(ctx, f.id); err != nil {
+				return applied, err
+			}
+			f.update(func() { f.broken = nil })
+			continue
+		}
+		if st := f.p.spool.Stats()[f.id]; connected && st.Segments == 0 {
+			return applied, nil
+		}
+		select {
+		case <-ctx.Done():
+			return applied, &wire.Error{Code: wire.CodeUnavailable, Message: "drain: the master target did not take the spooled segments in time", Transient: true}
+		case <-ch:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// requestRebase hands a rebase to the connected session.
+func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) error {
+	op := &rebaseOp{r: r, done: make(chan error, 1)}
+	select {
+	case f.rebase <- op:
+	case <-ctx.Done():
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,196 @@
+// Package process is the process server role: it receives machines'
+// journal segments from agents, makes them durable in its cache (the spool)
+// before acknowledging them, and forwards them, packed (zero-block
+// elimination, dedup within a window, zstd: internal/segpack) and within a
+// bandwidth limit, to the master target; it releases them once the target
+// applied them.
+//
+//	agent ──Segment──▶ Server ──Put (fsync)──▶ spool ──▶ forwarder ──Packed──▶ master target
+//	      ◀──Ack{durable, applied}───────────────────────────────◀──Ack{applied}──┘
+//
+// Backpressure: a full cache delays the acknowledgement of the agent's next
+// segment (its shipping window fills and its bounded journal then degrades
+// to the dirty bitmap); an unreachable master target only fills the cache.
+// Errors the agent must act on (gap, fork: resynchronise; fenced: stop)
+// are passed to it; transient ones are retried here.
+package process
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/standby-dr/standby/internal/segpack"
+	"github.com/standby-dr/standby/internal/spool"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// Options configure a Server.
+type Options struct {
+	CacheDir string
+	Quota    int64 // bytes the cache may hold; required
+	// Target is the master target's address; TargetTLS its client TLS
+	// configuration (nil: plain TCP, tests only).
+	Target    string
+	TargetTLS *tls.Config
+	// TLS is the listening side's configuration for agents (nil: plain).
+	TLS *tls.Config
+	// Bandwidth limits bytes per second to the master target; 0 is none.
+	Bandwidth int64
+	Pack      segpack.Options
+	Window    int // segments in flight to the target per machine; 0 means 8
+	Name      string
+	Logger    *slog.Logger
+}
+
+// Server is a running process server.
+type Server struct {
+	o     Options
+	log   *slog.Logger
+	spool *spool.Spool
+	limit *limiter
+
+	mu         sync.Mutex
+	forwarders map[string]*forwarder
+	counters   counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type counters struct {
+	mu                   sync.Mutex
+	agentBytes, segments uint64
+	outBefore, outAfter  uint64
+}
+
+func (c *counters) add(before, after int) {
+	c.mu.Lock()
+	c.outBefore += uint64(before)
+	c.outAfter += uint64(after)
+	c.mu.Unlock()
+}
+
+// New opens the cache and starts a forwarder for every machine in it.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Window <= 0 {
+		o.Window = 8
+	}
+	if o.Target == "" {
+		return nil, errors.New("process: the master target's address is required")
+	}
+	sp, err := spool.Open(o.CacheDir, spool.Options{Quota: o.Quota, Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{o: o, log: o.Logger, spool: sp, limit: newLimiter(o.Bandwidth), forwarders: map[string]*forwarder{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// forwarder returns the machine's forwarder, starting it on first use, and
+// records the agent's latest Open.
+func (s *Server) forwarder(op wire.Open) *forwarder {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.forwarders[op.Machine]
+	if !ok {
+		f = newForwarder(s, op)
+		s.forwarders[op.Machine] = f
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			f.run(s.ctx)
+		}()
+		return f
+	}
+	f.update(func() { f.open = op })
+	return f
+}
+
+func (s *Server) lookup(id string) (*forwarder, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.forwarders[id]
+	return f, ok
+}
+
+// Serve accepts agents' connections on l until ctx ends or Close.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	stop2 := context.AfterFunc(s.ctx, func() { l.Close() })
+	defer stop2()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || s.ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer nc.Close()
+			s.handle(nc)
+		}()
+	}
+}
+
+func (s *Server) handle(nc net.Conn) {
+	c, err := wire.Accept(s.ctx, nc, s.o.TLS, wire.Welcome{Role: "process", Name: s.o.Name}, func(c *wire.Conn) error {
+		if c.Peer.Role != "agent" && c.Peer.Stream == wire.StreamData {
+			return fmt.Errorf("role %q may not open a data stream to a process server", c.Peer.Role)
+		}
+		return nil
+	}, wire.Options{})
+	if err != nil {
+		s.log.Debug("handshake", "peer", nc.RemoteAddr(), "err", err)
+		return
+	}
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	if c.Peer.Stream == wire.StreamData {
+		err = s.serveAgent(c)
+	} else {
+		err = s.serveControl(c)
+	}
+	if err != nil && s.ctx.Err() == nil && !wire.IsTransient(err) {
+		s.log.Warn("agent stream ended", "peer", c.RemoteAddr(), "err", err)
+	}
+}
+
+// Close stops serving and forwarding and closes the cache.
+func (s *Server) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// backoffPut retries a Put refused for a full cache until it fits: the
+// agent waits meanwhile (its window fills), which is the backpressure.
+func (s *Server) backoffPut(ctx context.Context, id string, seg []byte) error {
+	wait := 20 * time.Millisecond
+	for {
+		_, err := s.spool.Put(ctx, id, seg)
+		if !errors.Is(err, spool.ErrFull) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}

@@ -1,0 +1,231 @@
+package target
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/journal"
+	"github.com/standby-dr/standby/internal/replica"
+	"github.com/standby-dr/standby/internal/segpack"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// idleTimeout ends a data stream whose peer sent nothing, not even a ping.
+const idleTimeout = 30 * time.Second
+
+// takeover makes the calling stream the machine's only one: an older
+// stream is cancelled and waited for.
+func (m *machine) takeover(ctx context.Context) (context.Context, func()) {
+	m.mu.Lock()
+	if m.cancel != nil {
+		m.cancel()
+	}
+	done := m.done
+	sctx, cancel := context.WithCancel(ctx)
+	mine := make(chan struct{})
+	m.cancel, m.done = cancel, mine
+	m.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	m.streamMu.Lock()
+	return sctx, func() {
+		m.streamMu.Unlock()
+		cancel()
+		close(mine)
+	}
+}
+
+func (t *Target) serveData(c *wire.Conn) error {
+	var op wire.Open
+	if err := c.Expect(wire.TypeOpen, &op); err != nil {
+		return err
+	}
+	m, known, err := t.machineFor(t.ctx, op)
+	if err != nil {
+		c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
+		return err
+	}
+	ctx, release := m.takeover(t.ctx)
+	defer release()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	st := m.rep.Status()
+	if err := c.SendJSON(wire.TypeOpened, wire.Opened{Durable: st.Applied, Applied: st.Applied, Consistent: st.Consistent, Epoch: st.Epoch, Known: known}); err != nil {
+		return err
+	}
+	t.log.Info("stream opened", "machine", m.id, "name", op.Name, "peer", c.RemoteAddr(), "applied", st.Applied.Seq, "consistent", st.Consistent)
+	ack := func(rebased bool) error {
+		st := m.rep.Status()
+		a := wire.Ack{Durable: st.Applied, Applied: st.Applied, Consistent: st.Consistent, Rebased: rebased, Points: st.Points, Epoch: st.Epoch}
+		if !st.AppliedAt.IsZero() {
+			a.AppliedAt = st.AppliedAt.UnixNano()
+		}
+		if !st.LastRecordTime.IsZero() {
+			a.AppliedRecordTime = st.LastRecordTime.UnixNano()
+		}
+		return c.SendJSON(wire.TypeAck, a)
+	}
+	go func() { // heartbeat: the client learns the frontier even when idle
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if ack(false) != nil {
+					return
+				}
+			}
+		}
+	}()
+	un, err := segpack.NewUnpacker(segpack.Options{})
+	if err != nil {
+		return err
+	}
+	var seg []byte
+	for {
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		typ, p, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case wire.TypePing:
+			continue
+		case wire.TypeRebase:
+			var r wire.Rebase
+			if err := wire.Decode(typ, p, &r); err != nil {
+				return err
+			}
+			if err := m.rep.Rebase(ctx, r.Pos, r.Epoch); err != nil {
+				c.SendError(t.classify(err, m))
+				return err
+			}
+			t.log.Info("rebased: resynchronisation in progress", "machine", m.id, "seq", r.Pos.Seq, "epoch", r.Epoch)
+			if err := ack(true); err != nil {
+				return err
+			}
+			continue
+		case wire.TypePacked:
+			if seg, err = un.Unpack(seg[:0], p); err != nil {
+				c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: "unpack segment: " + err.Error()})
+				return err
+			}
+		case wire.TypeSegment:
+			seg = append(seg[:0], p...)
+		default:
+			return fmt.Errorf("%w: %s frame on a data stream", wire.ErrProtocol, typ)
+		}
+		if _, err := m.rep.Apply(ctx, seg); err != nil {
+			c.SendError(t.classify(err, m))
+			return fmt.Errorf("apply segment: %w", err)
+		}
+		m.mu.Lock()
+		m.bytesIn += uint64(len(p))
+		m.bytesOut += uint64(len(seg))
+		m.segments++
+		m.mu.Unlock()
+		if err := ack(false); err != nil {
+			return err
+		}
+	}
+}
+
+// classify turns an apply error into the Error frame the process server
+// acts on: resynchronise (gap, fork), stop (fenced), drop the segment (a
+// corrupt one), or retry (anything else, like a full disk).
+func (t *Target) classify(err error, m *machine) *wire.Error {
+	st := m.rep.Status()
+	if we := wire.PosError(err, st.Applied); we != nil {
+		return we
+	}
+	switch {
+	case errors.Is(err, replica.ErrFenced):
+		return &wire.Error{Code: wire.CodeFenced, Message: err.Error()}
+	case errors.Is(err, journal.ErrCorrupt), errors.Is(err, replica.ErrMachineID), errors.Is(err, replica.ErrDiskRange):
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "stream taken over or target stopping", Transient: true}
+	}
+	return &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: true}
+}
+
+func (t *Target) serveControl(c *wire.Conn) error {
+	for {
+		var call wire.Call
+		if err := c.Expect(wire.TypeCall, &call); err != nil {
+			return err
+		}
+		result, blob, err := t.call(call)
+		if err != nil {
+			c.SendError(err)
+			continue
+		}
+		if err := c.ReplyJSON(result, blob); err != nil {
+			return err
+		}
+	}
+}
+
+func (t *Target) call(call wire.Call) (any, []byte, *wire.Error) {
+	bad := func(err error) (any, []byte, *wire.Error) {
+		return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	switch call.Method {
+	case wire.MethodBlockMap:
+		var a wire.BlockMapArgs
+		if err := json.Unmarshal(call.Args, &a); err != nil {
+			return bad(err)
+		}
+		rep, _, ok := t.Lookup(a.Machine)
+		if !ok {
+			return bad(fmt.Errorf("no replica of machine %s", a.Machine))
+		}
+		bm, err := rep.BlockMap(t.ctx, a.Disk, a.BlockSize)
+		if err != nil {
+			return bad(err)
+		}
+		b, err := blockmap.AppendMap(nil, bm)
+		if err != nil {
+			return bad(err)
+		}
+		return nil, b, nil
+	case wire.MethodStatus:
+		return t.Status(), nil, nil
+	}
+	return bad(fmt.Errorf("unknown method %q", call.Method))
+}
+
+// MachineStatus is one replica as the status call and /metrics see it.
+type MachineStatus struct {
+	ID     string         `json:"id"`
+	Name   string         `json:"name,omitempty"`
+	Status replica.Status `json:"status"`
+	// BytesIn are packed bytes received, BytesOut the segment bytes they
+	// unpacked to.
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	Segments uint64 `json:"segments"`
+}
+
+// Status reports every replica.
+func (t *Target) Status() []MachineStatus {
+	var out []MachineStatus
+	for _, id := range t.MachineIDs() {
+		t.mu.Lock()
+		m := t.machines[id]
+		t.mu.Unlock()
+		m.mu.Lock()
+		ms := MachineStatus{ID: id, Name: m.name, BytesIn: m.bytesIn, BytesOut: m.bytesOut, Segments: m.segments}
+		m.mu.Unlock()
+		ms.Status = m.rep.Status()
+		out = append(out, ms)
+	}
+	return out
+}
