@@ -39,6 +39,11 @@ func (e *env) logger(level string) *slog.Logger {
 func commands() []command {
 	return []command{
 		newAgentCommand(),
+		newProcessCommand(),
+		newTargetCommand(),
+		newTargetPointsCommand(),
+		newVerifyCommand(),
+		newCertsCommand(),
 		newJournalInspectCommand(),
 		newJournalReplayCommand(),
 		newDemoCommand(),

@@ -2,7 +2,11 @@ package target
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
+
+	"github.com/standby-dr/standby/internal/blockmap"
 
 	"github.com/standby-dr/standby/internal/metrics"
 )
@@ -22,6 +26,7 @@ func (t *Target) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, rep.Points())
 	})
+	mux.HandleFunc("GET /machines/{machine}/points/{point}/blockmap", t.serveBlockMap)
 	mux.Handle("GET /metrics", metrics.Handler(t.writeMetrics))
 	return mux
 }
@@ -53,6 +58,60 @@ func (t *Target) writeMetrics(m *metrics.Writer) {
 		m.Counter("standby_target_bytes_out_total", "Segment bytes those unpacked to (before compression).", l, float64(s.BytesOut))
 		m.Counter("standby_target_segments_total", "Segments applied.", l, float64(s.Segments))
 	}
+}
+
+// serveBlockMap hashes one disk of a recovery point ("latest" or an id):
+// what `standby verify` compares a source with.
+func (t *Target) serveBlockMap(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, err error) { writeJSON(w, code, map[string]string{"error": err.Error()}) }
+	rep, _, ok := t.Lookup(r.PathValue("machine"))
+	if !ok {
+		fail(http.StatusNotFound, fmt.Errorf("no replica of machine %s", r.PathValue("machine")))
+		return
+	}
+	var id uint64
+	if p := r.PathValue("point"); p != "latest" {
+		var err error
+		if id, err = strconv.ParseUint(p, 10, 64); err != nil || id == 0 {
+			fail(http.StatusBadRequest, fmt.Errorf("point %q is not an id or latest", p))
+			return
+		}
+	}
+	disk, err := strconv.Atoi(r.URL.Query().Get("disk"))
+	if err != nil {
+		fail(http.StatusBadRequest, fmt.Errorf("disk: want a disk index"))
+		return
+	}
+	bs := blockmap.DefaultBlockSize
+	if v := r.URL.Query().Get("block_size"); v != "" {
+		if bs, err = strconv.Atoi(v); err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("block_size: %q is not a number", v))
+			return
+		}
+	}
+	v, err := rep.OpenPoint(r.Context(), id)
+	if err != nil {
+		fail(http.StatusNotFound, err)
+		return
+	}
+	defer v.Close()
+	if disk < 0 || disk >= len(v.Disks()) {
+		fail(http.StatusBadRequest, fmt.Errorf("disk %d: the machine has %d disks", disk, len(v.Disks())))
+		return
+	}
+	m, err := blockmap.Hasher{BlockSize: bs}.Hash(r.Context(), v.DiskReaderAt(disk), v.Size(disk), nil)
+	if err != nil {
+		fail(http.StatusInternalServerError, err)
+		return
+	}
+	b, err := blockmap.AppendMap(nil, m)
+	if err != nil {
+		fail(http.StatusBadRequest, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Standby-Point", strconv.FormatUint(v.Point().ID, 10))
+	w.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/standby-dr/standby/internal/process"
+	"github.com/standby-dr/standby/internal/target"
+)
+
+func newProcessCommand() command {
+	return command{
+		name:  "process",
+		short: "run a process server: cache agents' segments and forward them to a master target",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "process", "--config FILE")
+			config := fs.String("config", "", "configuration file (YAML), see configs/process.sample.yaml")
+			check := fs.Bool("check", false, "validate the configuration and exit")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if *config == "" || fs.NArg() > 0 {
+				return usagef("process needs --config FILE and no arguments")
+			}
+			cfg, err := process.LoadConfig(*config)
+			if err != nil {
+				return err
+			}
+			o, err := cfg.Options()
+			if err != nil {
+				return err
+			}
+			if *check {
+				fmt.Fprintln(e.stdout, "configuration is valid")
+				return nil
+			}
+			o.Logger = e.logger(cfg.LogLevel).With("role", "process")
+			s, err := process.New(o)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return serveRole(ctx, cfg.Listen, cfg.Status, s.Serve, s.Handler())
+		},
+	}
+}
+
+func newTargetCommand() command {
+	return command{
+		name:  "target",
+		short: "run a master target: apply machines' segments to replicas and keep recovery points",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "target", "--config FILE")
+			config := fs.String("config", "", "configuration file (YAML), see configs/target.sample.yaml")
+			check := fs.Bool("check", false, "validate the configuration and exit")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if *config == "" || fs.NArg() > 0 {
+				return usagef("target needs --config FILE and no arguments")
+			}
+			cfg, err := target.LoadConfig(*config)
+			if err != nil {
+				return err
+			}
+			o, err := cfg.Options()
+			if err != nil {
+				return err
+			}
+			if *check {
+				fmt.Fprintln(e.stdout, "configuration is valid")
+				return nil
+			}
+			o.Logger = e.logger(cfg.LogLevel).With("role", "target")
+			t, err := target.New(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			return serveRole(ctx, cfg.Listen, cfg.Status, t.Serve, t.Handler())
+		},
+	}
+}
+
+// serveRole listens on addr for the role's peers and on status for HTTP,
+// until ctx ends.
+func serveRole(ctx context.Context, addr, status string, serve func(context.Context, net.Listener) error, h http.Handler) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if status != "" {
+		sl, err := net.Listen("tcp", status)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("status listener %s: %w", status, err)
+		}
+		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(sl)
+		defer hs.Close()
+	}
+	if err := serve(ctx, l); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}

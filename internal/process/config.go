@@ -1,0 +1,117 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/standby-dr/standby/internal/segpack"
+	"github.com/standby-dr/standby/internal/units"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// Config is the process server's configuration file
+// (configs/process.sample.yaml).
+type Config struct {
+	// Listen is host:port for agents.
+	Listen string `yaml:"listen"`
+	// CacheDir holds the spool.
+	CacheDir string `yaml:"cache_dir"`
+	// CacheQuota bounds the cache. Required, no default: it decides how
+	// long a WAN outage is ridden out before agents fall back to dirty
+	// bitmaps.
+	CacheQuota string `yaml:"cache_quota"`
+	// MasterTarget is host:port of the master target.
+	MasterTarget string `yaml:"master_target"`
+	// MasterTargetName is the name its certificate must carry; default the
+	// host part of MasterTarget.
+	MasterTargetName string `yaml:"master_target_name,omitempty"`
+	// TLS: this server's certificate, key and the CA of its peers.
+	TLS wire.TLSFiles `yaml:"tls"`
+	// BandwidthLimit bounds the link to the master target, like 50MiB/s,
+	// or off.
+	BandwidthLimit string `yaml:"bandwidth_limit"`
+	// Compression is the zstd level: none, fastest, default, better, best.
+	Compression string `yaml:"compression"`
+	// Status is an optional HTTP listener for /status and /metrics.
+	Status   string `yaml:"status,omitempty"`
+	LogLevel string `yaml:"log_level"`
+}
+
+// Defaults returns the defaulted fields.
+func Defaults() Config {
+	return Config{BandwidthLimit: "off", Compression: "fastest", LogLevel: "info"}
+}
+
+// LoadConfig reads a YAML file over the defaults; unknown fields are errors.
+func LoadConfig(path string) (Config, error) {
+	c := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate lists every problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port", c.Listen)
+	}
+	if c.CacheDir == "" {
+		bad("cache_dir: required (a directory for the cache)")
+	}
+	if q, err := units.ParseSize(c.CacheQuota); err != nil || q < 64<<20 {
+		bad("cache_quota: required, a size of at least 64MiB like 20GiB (got %q)", c.CacheQuota)
+	}
+	if _, _, err := net.SplitHostPort(c.MasterTarget); err != nil {
+		bad("master_target: %q is not host:port", c.MasterTarget)
+	}
+	errs = append(errs, c.TLS.Validate("tls")...)
+	if _, err := units.ParseRate(c.BandwidthLimit); err != nil {
+		bad("bandwidth_limit: %v", err)
+	}
+	if _, err := segpack.ParseLevel(c.Compression); err != nil {
+		bad("compression: %v", err)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// Options turns a valid configuration into Options.
+func (c *Config) Options() (Options, error) {
+	if err := c.Validate(); err != nil {
+		return Options{}, fmt.Errorf("process server configuration:\n%w", err)
+	}
+	o := Options{CacheDir: c.CacheDir, Target: c.MasterTarget}
+	o.Quota, _ = units.ParseSize(c.CacheQuota)
+	o.Bandwidth, _ = units.ParseRate(c.BandwidthLimit)
+	o.Pack.Level, _ = segpack.ParseLevel(c.Compression)
+	var err error
+	if o.TLS, err = c.TLS.ServerConfig(); err != nil {
+		return o, err
+	}
+	name := c.MasterTargetName
+	if name == "" {
+		name, _, _ = net.SplitHostPort(c.MasterTarget)
+	}
+	if o.TargetTLS, err = c.TLS.ClientConfig(name); err != nil {
+		return o, err
+	}
+	return o, nil
+}
