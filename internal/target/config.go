@@ -44,7 +44,7 @@ type RetentionConfig struct {
 func Defaults() Config {
 	p := retention.Defaults()
 	return Config{
-		Retention: RetentionConfig{KeepAll: p.KeepAll.String(), Hourly: p.Hourly, Daily: p.Daily, Max: p.Max.String(), KeepAppConsistent: p.KeepAppConsistent},
+		Retention:     RetentionConfig{KeepAll: p.KeepAll.String(), Hourly: p.Hourly, Daily: p.Daily, Max: p.Max.String(), KeepAppConsistent: p.KeepAppConsistent},
 		PruneInterval: "10s", LogLevel: "info",
 	}
 }

@@ -79,3 +79,18 @@ func HasCode(err error, code string) bool {
 	var we *Error
 	return errors.As(err, &we) && we.Code == code
 }
+
+// PosError turns a continuity failure into the Error frame that tells the
+// client to resynchronise: a gap, or a fork (an overlap that does not match
+// is a fork too). pos is the server's position, the evidence.
+func PosError(err error, pos journal.Pos) *Error {
+	var pm *journal.PosMismatchError
+	if !errors.As(err, &pm) {
+		return nil
+	}
+	code := CodeFork
+	if pm.Gap() {
+		code = CodeGap
+	}
+	return &Error{Code: code, Message: err.Error(), Pos: &pos}
+}
