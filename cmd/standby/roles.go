@@ -30,13 +30,16 @@ func newProcessCommand() command {
 			if err != nil {
 				return err
 			}
+			if *check {
+				if err := cfg.Validate(); err != nil {
+					return fmt.Errorf("configuration:\n%w", err)
+				}
+				fmt.Fprintln(e.stdout, "configuration is valid")
+				return nil
+			}
 			o, err := cfg.Options()
 			if err != nil {
 				return err
-			}
-			if *check {
-				fmt.Fprintln(e.stdout, "configuration is valid")
-				return nil
 			}
 			o.Logger = e.logger(cfg.LogLevel).With("role", "process")
 			s, err := process.New(o)
@@ -67,13 +70,16 @@ func newTargetCommand() command {
 			if err != nil {
 				return err
 			}
+			if *check {
+				if err := cfg.Validate(); err != nil {
+					return fmt.Errorf("configuration:\n%w", err)
+				}
+				fmt.Fprintln(e.stdout, "configuration is valid")
+				return nil
+			}
 			o, err := cfg.Options()
 			if err != nil {
 				return err
-			}
-			if *check {
-				fmt.Fprintln(e.stdout, "configuration is valid")
-				return nil
 			}
 			o.Logger = e.logger(cfg.LogLevel).With("role", "target")
 			t, err := target.New(ctx, o)
