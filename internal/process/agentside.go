@@ -86,7 +86,7 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 // opened says where the agent should ship from: after the cache's tail,
 // or, for a machine the cache never saw, the master target's frontier.
 func (s *Server) opened(ctx context.Context, f *forwarder) (wire.Opened, *wire.Error) {
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		f.mu.Lock()
 		known, broken, ch := f.known, f.broken, f.changed
@@ -96,20 +96,24 @@ func (s *Server) opened(ctx context.Context, f *forwarder) (wire.Opened, *wire.E
 			return o, broken
 		}
 		st, seen := s.spool.Stats()[f.id]
-		if seen {
-			o.Durable = st.Tail
-			if known && f.applied.Seq > st.Tail.Seq && st.Segments == 0 {
-				o.Durable = f.applied
-			}
-			return o, nil
-		}
 		if known {
 			o.Durable = o.Applied
+			if seen && st.Tail.Seq >= o.Applied.Seq {
+				o.Durable = st.Tail
+			}
 			return o, nil
 		}
 		select {
 		case <-ch:
 		case <-deadline:
+			if seen {
+				// The master target is out of reach: the cache says where
+				// to continue, and the target's verdict on consistency
+				// comes when it is back (a gap or fork makes the agent
+				// resynchronise then).
+				o.Durable, o.Consistent = st.Tail, true
+				return o, nil
+			}
 			return o, &wire.Error{Code: wire.CodeUnavailable, Message: "the process server has not reached the master target yet", Transient: true}
 		case <-ctx.Done():
 			return o, &wire.Error{Code: wire.CodeUnavailable, Message: "process server stopping", Transient: true}

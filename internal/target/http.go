@@ -3,10 +3,13 @@ package target
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/replica"
 
 	"github.com/standby-dr/standby/internal/metrics"
 )
@@ -27,6 +30,7 @@ func (t *Target) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, rep.Points())
 	})
 	mux.HandleFunc("GET /machines/{machine}/points/{point}/blockmap", t.serveBlockMap)
+	mux.HandleFunc("GET /machines/{machine}/points/{point}/disks/{disk}", t.serveDisk)
 	mux.Handle("GET /metrics", metrics.Handler(t.writeMetrics))
 	return mux
 }
@@ -60,23 +64,55 @@ func (t *Target) writeMetrics(m *metrics.Writer) {
 	}
 }
 
-// serveBlockMap hashes one disk of a recovery point ("latest" or an id):
-// what `standby verify` compares a source with.
-func (t *Target) serveBlockMap(w http.ResponseWriter, r *http.Request) {
-	fail := func(code int, err error) { writeJSON(w, code, map[string]string{"error": err.Error()}) }
+// openView opens the point a request names ("latest" or an id).
+func (t *Target) openView(r *http.Request) (*replica.View, int, error) {
 	rep, _, ok := t.Lookup(r.PathValue("machine"))
 	if !ok {
-		fail(http.StatusNotFound, fmt.Errorf("no replica of machine %s", r.PathValue("machine")))
-		return
+		return nil, http.StatusNotFound, fmt.Errorf("no replica of machine %s", r.PathValue("machine"))
 	}
 	var id uint64
 	if p := r.PathValue("point"); p != "latest" {
 		var err error
 		if id, err = strconv.ParseUint(p, 10, 64); err != nil || id == 0 {
-			fail(http.StatusBadRequest, fmt.Errorf("point %q is not an id or latest", p))
-			return
+			return nil, http.StatusBadRequest, fmt.Errorf("point %q is not an id or latest", p)
 		}
 	}
+	v, err := rep.OpenPoint(r.Context(), id)
+	if err != nil {
+		return nil, http.StatusNotFound, err
+	}
+	return v, 0, nil
+}
+
+// serveDisk serves one disk of a recovery point as a raw image (with
+// range requests): a read-only copy of the point, for checks and copies.
+func (t *Target) serveDisk(w http.ResponseWriter, r *http.Request) {
+	v, code, err := t.openView(r)
+	if err != nil {
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	defer v.Close()
+	disk, err := strconv.Atoi(r.PathValue("disk"))
+	if err != nil || disk < 0 || disk >= len(v.Disks()) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("disk %q: the machine has %d disks", r.PathValue("disk"), len(v.Disks()))})
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Standby-Point", strconv.FormatUint(v.Point().ID, 10))
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(v.DiskReaderAt(disk), 0, v.Size(disk)))
+}
+
+// serveBlockMap hashes one disk of a recovery point ("latest" or an id):
+// what `standby verify` compares a source with.
+func (t *Target) serveBlockMap(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, err error) { writeJSON(w, code, map[string]string{"error": err.Error()}) }
+	v, code, err := t.openView(r)
+	if err != nil {
+		fail(code, err)
+		return
+	}
+	defer v.Close()
 	disk, err := strconv.Atoi(r.URL.Query().Get("disk"))
 	if err != nil {
 		fail(http.StatusBadRequest, fmt.Errorf("disk: want a disk index"))
@@ -89,12 +125,6 @@ func (t *Target) serveBlockMap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	v, err := rep.OpenPoint(r.Context(), id)
-	if err != nil {
-		fail(http.StatusNotFound, err)
-		return
-	}
-	defer v.Close()
 	if disk < 0 || disk >= len(v.Disks()) {
 		fail(http.StatusBadRequest, fmt.Errorf("disk %d: the machine has %d disks", disk, len(v.Disks())))
 		return
