@@ -21,7 +21,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 // of journal inspect and replay on what it left.
 func TestDemoAndInspectContract(t *testing.T) {
 	dir := t.TempDir()
-	out, errs, code := runCLI(t, "demo", "--dir", dir, "--keep", "--duration", "500ms", "--size", "32MiB", "--connections", "2")
+	out, errs, code := runCLI(t, "demo", "--capture-only", "--dir", dir, "--keep", "--duration", "500ms", "--size", "32MiB", "--connections", "2")
 	if code != 0 || !strings.Contains(out, "Replay equality holds") {
 		t.Fatalf("demo exit %d:\n%s\n%s", code, out, errs)
 	}

@@ -24,6 +24,7 @@ type demoOptions struct {
 	duration time.Duration
 	conns    int
 	keep     bool
+	capture  bool // the capture-only demo (one site, journal replay)
 }
 
 func newDemoCommand() command {
@@ -39,6 +40,7 @@ func newDemoCommand() command {
 			fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long the workload runs")
 			fs.IntVar(&o.conns, "connections", 4, "NBD connections driving the workload")
 			fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
+			fs.BoolVar(&o.capture, "capture-only", false, "one site only: capture, inspect the journal, replay it")
 			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
@@ -49,12 +51,17 @@ func newDemoCommand() command {
 			if o.size < 16<<20 || o.conns < 1 || o.duration <= 0 {
 				return usagef("--size must be at least 16MiB, --connections at least 1, --duration positive")
 			}
-			return runDemo(ctx, e, o)
+			if o.capture {
+				return runCaptureDemo(ctx, e, o)
+			}
+			return runTwoSiteDemo(ctx, e, o)
 		},
 	}
 }
 
-func runDemo(ctx context.Context, e *env, o demoOptions) error {
+// runCaptureDemo is the one-site demo: the agent journals a workload, and
+// replaying the journal onto the starting image reproduces the disk.
+func runCaptureDemo(ctx context.Context, e *env, o demoOptions) error {
 	w := e.stdout
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "standby-demo-")

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -250,7 +251,7 @@ func (t *Target) handle(nc net.Conn) {
 	default:
 		err = t.serveControl(c)
 	}
-	if err != nil && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && t.ctx.Err() == nil {
 		t.log.Warn("stream ended", "peer", c.RemoteAddr(), "err", err)
 	}
 }
