@@ -261,6 +261,9 @@ func applyRecords(ctx context.Context, src io.Reader, imgs []image, lo, hi uint6
 		if err := applyRecord(ctx, imgs[rec.Disk].b, &rec); err != nil {
 			return fmt.Errorf("record %d: %w", rec.Seq, err)
 		}
+		if err := failpoint("record-applied"); err != nil {
+			return err
+		}
 	}
 }
 

@@ -3,11 +3,11 @@
 // to present every retained recovery point (DESIGN §5). It is a redo
 // journal over a base image:
 //
-//	           base images            stored segments (the log)             current images
-//	          ┌───────────┐   ┌──────┬──────┬──────┬──────┬──────┐       ┌───────────┐
-//	          │ state at  │ + │ 0007 │ 0008 │ 0009 │ 0010 │ 0011 │   =   │ state at  │
-//	          │ the base  │   └──────┴──┬───┴──────┴───┬──┴──────┘       │ the front │
-//	          └───────────┘      point 4┘      point 5─┘                 └───────────┘
+//	 base images            stored segments (the log)             current images
+//	┌───────────┐   ┌──────┬──────┬──────┬──────┬──────┐       ┌───────────┐
+//	│ state at  │ + │ 0007 │ 0008 │ 0009 │ 0010 │ 0011 │   =   │ state at  │
+//	│ the base  │   └──────┴──┬───┴──────┴───┬──┴──────┘       │ the front │
+//	└───────────┘      point 4┘      point 5─┘                 └───────────┘
 //
 // The state at a point is the base images plus the stored records after
 // the base up to the point's bookmark, in log order. Current is the base

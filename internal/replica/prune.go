@@ -42,7 +42,26 @@ func (r *Replica) Prune(ctx context.Context) (keep, remove []retention.Decision,
 	if err := r.finishRoll(ctx); err != nil {
 		return nil, nil, fmt.Errorf("replica prune: %w", err)
 	}
+	if err := r.sweep(); err != nil {
+		return nil, nil, fmt.Errorf("replica prune: %w", err)
+	}
 	return keep, remove, nil
+}
+
+// sweep deletes segment files that are no longer in the log, which an
+// earlier Prune released but failed to delete.
+func (r *Replica) sweep() error {
+	r.filesMu.Lock()
+	defer r.filesMu.Unlock()
+	st, err := r.snapshot(false)
+	if err != nil {
+		return err
+	}
+	idxs, err := r.segmentFiles(st)
+	if err != nil {
+		return err
+	}
+	return r.removeStale(st, idxs)
 }
 
 // decide runs the policy and records its outcome: the removed points are
@@ -126,7 +145,7 @@ func (r *Replica) finishRoll(ctx context.Context) error {
 // two positions, which only replaying from the recorded base repairs: the
 // records in between are all applied again, in order.
 func (r *Replica) rollBase(ctx context.Context, st *state, to logPos) error {
-	for i, e := range st.Log {
+	for _, e := range st.Log {
 		lo, hi := e.span(st.Base, to)
 		if lo == hi {
 			continue
@@ -134,11 +153,6 @@ func (r *Replica) rollBase(ctx context.Context, st *state, to logPos) error {
 		path := filepath.Join(r.dir, segmentsDir, segName(e.Index))
 		if err := applyFile(ctx, path, r.base, lo, hi); err != nil {
 			return err
-		}
-		if i == 0 {
-			if err := failpoint("prune-during-roll"); err != nil {
-				return err
-			}
 		}
 	}
 	return syncImages(r.base)

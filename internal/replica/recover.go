@@ -13,7 +13,7 @@ import (
 // Every step is idempotent, so a crash during recover is repaired by the
 // next Open.
 func (r *Replica) recover(ctx context.Context) error {
-	idxs, err := r.segmentFiles()
+	idxs, err := r.segmentFiles(r.st)
 	if err != nil {
 		return err
 	}
@@ -23,17 +23,17 @@ func (r *Replica) recover(ctx context.Context) error {
 	if err := r.finishRoll(ctx); err != nil {
 		return err
 	}
-	if idxs, err = r.segmentFiles(); err != nil {
+	if idxs, err = r.segmentFiles(r.st); err != nil {
 		return err
 	}
-	if err := r.removeStale(idxs); err != nil {
+	if err := r.removeStale(r.st, idxs); err != nil {
 		return err
 	}
 	return r.checkLog()
 }
 
 // segmentFiles lists the log indexes of the files in segments/, in order.
-func (r *Replica) segmentFiles() ([]uint64, error) {
+func (r *Replica) segmentFiles(st *state) ([]uint64, error) {
 	ents, err := os.ReadDir(filepath.Join(r.dir, segmentsDir))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
@@ -43,7 +43,7 @@ func (r *Replica) segmentFiles() ([]uint64, error) {
 		if idx, ok := parseSegName(e.Name()); ok {
 			idxs = append(idxs, idx)
 		} else {
-			r.log.Warn("replica: ignoring unknown file", "machine", r.st.MachineID, "path", filepath.Join(r.dir, segmentsDir, e.Name()))
+			r.log.Warn("replica: ignoring unknown file", "machine", st.MachineID, "path", filepath.Join(r.dir, segmentsDir, e.Name()))
 		}
 	}
 	slices.Sort(idxs)
@@ -112,21 +112,21 @@ func (r *Replica) redoOne(ctx context.Context, idx uint64, path string) (done bo
 
 // removeStale removes segment files that are no longer in the log: a
 // prune recorded their release but did not finish deleting them.
-func (r *Replica) removeStale(idxs []uint64) error {
-	inLog := make(map[uint64]bool, len(r.st.Log))
-	for _, e := range r.st.Log {
+func (r *Replica) removeStale(st *state, idxs []uint64) error {
+	inLog := make(map[uint64]bool, len(st.Log))
+	for _, e := range st.Log {
 		inLog[e.Index] = true
 	}
 	removed := false
 	for _, idx := range idxs {
-		if inLog[idx] || idx >= r.st.NextLog {
+		if inLog[idx] || idx >= st.NextLog {
 			continue
 		}
 		path := filepath.Join(r.dir, segmentsDir, segName(idx))
 		if err := os.Remove(path); err != nil {
 			return err
 		}
-		r.log.Info("replica: removed released segment", "machine", r.st.MachineID, "path", path)
+		r.log.Info("replica: removed released segment", "machine", st.MachineID, "path", path)
 		removed = true
 	}
 	if removed {
