@@ -81,3 +81,11 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("agent without disks: %v", err)
 	}
 }
+
+// TestTwoSiteDemo runs the default demo, small.
+func TestTwoSiteDemo(t *testing.T) {
+	out, errs, code := runCLI(t, "demo", "--duration", "1s", "--size", "32MiB", "--connections", "2")
+	if code != 0 || !strings.Contains(out, "equals the source byte for byte") || !strings.Contains(out, "achieved RPO") {
+		t.Fatalf("demo exit %d:\n%s\n%s", code, out, errs)
+	}
+}
