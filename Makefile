@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/standby
 
-.PHONY: help build test bench bench-capture demo fuzz clean
+.PHONY: help build test bench bench-capture demo fuzz soak clean
 help:
 	@echo "build          build $(BIN)"
 	@echo "test           the whole test suite (installs Debian test packages if missing)"
@@ -10,6 +10,7 @@ help:
 	@echo "bench          every benchmark (BENCH lines)"
 	@echo "bench-capture  fio through the agent vs qemu-nbd and nbdkit"
 	@echo "fuzz           run each fuzz target for FUZZTIME (default 30s)"
+	@echo "soak           SIGKILL trials of agent, process server and master target (SOAK_TRIALS, default 300)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/standby
@@ -30,6 +31,11 @@ fuzz:
 	$(GO) test ./internal/journal -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/nbd -run '^$$' -fuzz FuzzOptionHaggling -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/nbd -run '^$$' -fuzz FuzzTransmission -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/segpack -run '^$$' -fuzz FuzzUnpack -fuzztime $(FUZZTIME)
+
+SOAK_TRIALS ?= 300
+soak:
+	STANDBY_SOAK_TRIALS=$(SOAK_TRIALS) $(GO) test -count=1 -timeout 60m -run TestReplicationSurvivesSIGKILL -v ./cmd/standby
 
 clean:
 	rm -rf bin

@@ -47,5 +47,5 @@ pkgs=("$@")
 go test -count=1 -timeout 20m -p 2 "${pkgs[@]}"
 if [ $# -eq 0 ]; then
   # The concurrent core again under the race detector.
-  go test -count=1 -race -timeout 10m -p 2 ./internal/capture ./internal/journal ./internal/agent ./internal/nbd
+  go test -count=1 -race -timeout 10m -p 2 ./internal/capture ./internal/journal ./internal/agent ./internal/nbd ./internal/spool ./internal/process ./internal/replica ./internal/twosite
 fi
