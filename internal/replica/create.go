@@ -13,15 +13,17 @@ import (
 
 // Create makes a new replica of machine machineID (a 128-bit hex id, as
 // in the journal's header) with the given disks in dir, which must not
-// exist or be empty (else ErrExists). Its images are all zeros, or, with
-// seed (one image path per disk), a sparse copy of the seed images — a
-// "seeded copy" that lets initial replication send almost nothing. A seed
-// image may be shorter than its disk (the rest reads as zeros), not longer.
+// exist or be empty (else ErrExists); its parent is created if need be.
+// Its images are all zeros, or, with seed (one image path per disk), a
+// sparse copy of the seed images — a "seeded copy" that lets initial
+// replication send almost nothing. A seed image may be shorter than its
+// disk (the rest reads as zeros), not longer.
 //
 // The new replica is not consistent and its applied position is the start
 // of the journal until the agent's first Rebase and bookmark. Create builds
 // the replica in a temporary sibling directory and renames it into place,
-// so a crash leaves dir as it was.
+// so a crash leaves dir as it was (and at worst a .<name>.creating-*
+// sibling to remove by hand).
 func Create(dir, machineID string, disks []DiskInfo, seed []string) error {
 	if err := create(dir, machineID, disks, seed); err != nil {
 		return fmt.Errorf("replica create %s: %w", dir, err)
@@ -44,6 +46,9 @@ func create(dir, machineID string, disks []DiskInfo, seed []string) (err error) 
 		return err
 	}
 	parent := filepath.Dir(filepath.Clean(dir))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".creating-*")
 	if err != nil {
 		return err
