@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -66,8 +67,11 @@ func (r *Replica) Apply(ctx context.Context, seg []byte) (journal.Pos, error) {
 	idx := cur.NextLog
 	path := filepath.Join(r.dir, segmentsDir, segName(idx))
 	if err := writeAtomic(path, seg); err != nil {
-		// The rename may have happened: let Open decide.
-		return journal.Pos{}, r.fail(fmt.Errorf("replica apply: store segment %d..%d: %w", p.hdr.FirstSeq, p.to.Seq, err))
+		err = fmt.Errorf("replica apply: store segment %d..%d: %w", p.hdr.FirstSeq, p.to.Seq, err)
+		if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
+			return journal.Pos{}, err // nothing changed (a full disk, say): may be retried
+		}
+		return journal.Pos{}, r.fail(err) // renamed but maybe not durable: let Open decide
 	}
 	if err := failpoint("after-store"); err != nil {
 		return journal.Pos{}, r.fail(err)

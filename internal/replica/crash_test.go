@@ -77,6 +77,7 @@ func TestCrashApply(t *testing.T) {
 		{"after-apply", 0},
 		{"after-fsync", 0},
 		{"after-state", 0},
+		{"before-rename", 1}, // of state.json
 	}
 	for _, tt := range tests {
 		t.Run(tt.step, func(t *testing.T) {
@@ -105,6 +106,28 @@ func TestCrashApply(t *testing.T) {
 			mustCheck(t, r, m)
 		})
 	}
+}
+
+// TestApplyStoreFails: a segment that could not be stored changed nothing,
+// and the same Replica takes it again.
+func TestApplyStoreFails(t *testing.T) {
+	ctx := context.Background()
+	m := newModel(t, 45, testDisks)
+	dir := mustCreate(t, testDisks, nil)
+	r := mustOpen(t, testOptions(dir))
+	mustApply(t, r, m.next(20), m.g().at(m.g().sent))
+	files := listDir(t, dir)
+	failAt(t, "before-rename", 0)
+	seg := m.next(20)
+	if _, err := r.Apply(ctx, seg); !errors.Is(err, errCrash) {
+		t.Fatalf("apply: %v, want the simulated failure", err)
+	}
+	if got := listDir(t, dir); got != files {
+		t.Errorf("files changed:\n got %s\nwant %s", got, files)
+	}
+	noFail()
+	mustApply(t, r, seg, m.g().at(m.g().sent))
+	mustCheck(t, r, m)
 }
 
 // TestCrashDuringRedo: Open itself may crash while it redoes a segment.

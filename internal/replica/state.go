@@ -222,6 +222,9 @@ func writeAtomic(path string, b []byte) (err error) {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
+	if err := failpoint("before-rename"); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
