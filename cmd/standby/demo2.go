@@ -47,7 +47,9 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	tlsOf := func(n string) wire.TLSFiles { return wire.TLSFiles{Cert: files[n].Cert, Key: files[n].Key, CA: files[n].CA} }
+	tlsOf := func(n string) wire.TLSFiles {
+		return wire.TLSFiles{Cert: files[n].Cert, Key: files[n].Key, CA: files[n].CA}
+	}
 	rctx, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 
