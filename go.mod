@@ -3,7 +3,7 @@ module github.com/standby-dr/standby
 go 1.26.8
 
 require (
-	github.com/klauspost/compress v1.18.2 // indirect
-	golang.org/x/sys v0.50.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
+	github.com/klauspost/compress v1.18.2
+	golang.org/x/sys v0.50.0
+	gopkg.in/yaml.v3 v3.0.1
 )
