@@ -412,7 +412,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	}
 	s.mu.Lock()
 	s.needResync, s.compared = false, true
-	s.st.ResyncBytes, s.st.ComparedAt = total, time.Now().UTC().Format(time.RFC3339)
+	s.st.ResyncBytes, s.st.ComparedAt = total, time.Now().UTC().Format(time.RFC3339Nano)
 	s.mu.Unlock()
 	return pos0, nil
 }

@@ -93,7 +93,15 @@ func (s *Server) opened(ctx context.Context, f *forwarder) (wire.Opened, *wire.E
 		o := wire.Opened{Applied: f.applied, Consistent: f.consistent && broken == nil, Epoch: f.open.Epoch, Known: known}
 		f.mu.Unlock()
 		if broken != nil {
-			return o, broken
+			if broken.Code == wire.CodeFenced {
+				return o, broken
+			}
+			// The master target refused the stream (a gap, a fork): the
+			// agent must resynchronise, and its drain call clears the
+			// refusal. Refusing its Open instead would leave it unable
+			// to start that resync.
+			o.Durable, o.Consistent = o.Applied, false
+			return o, nil
 		}
 		st, seen := s.spool.Stats()[f.id]
 		if known {
@@ -134,11 +142,14 @@ func (s *Server) ack(f *forwarder, rebased bool) wire.Ack {
 func (s *Server) heartbeat(ctx context.Context, c *wire.Conn, f *forwarder) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	f.mu.Lock()
+	known := f.broken // the agent was told at Open and is resynchronising
+	f.mu.Unlock()
 	for {
 		f.mu.Lock()
 		ch, broken := f.changed, f.broken
 		f.mu.Unlock()
-		if broken != nil {
+		if broken != nil && broken != known {
 			c.SendError(broken)
 			c.Close()
 			return

@@ -35,7 +35,7 @@ type Config struct {
 	// BandwidthLimit bounds the link to the master target, like 50MiB/s,
 	// or off.
 	BandwidthLimit string `yaml:"bandwidth_limit"`
-	// Compression is the zstd level: none, fastest, default, better, best.
+	// Compression is the zstd level: none, fastest, standard, better, best.
 	Compression string `yaml:"compression"`
 	// Status is an optional HTTP listener for /status and /metrics.
 	Status   string `yaml:"status,omitempty"`
