@@ -178,8 +178,8 @@ func (c *Config) Validate() error {
 	if err2 != nil {
 		bad("journal.limit: %v", err2)
 	}
-	if err == nil && err2 == nil && (seg < 64<<10 || limit < 2*seg) {
-		bad("journal: segment_size must be at least 64KiB and limit at least two segments (got %s and %s)", c.Journal.SegmentSize, c.Journal.Limit)
+	if err == nil && err2 == nil && (seg < 64<<10 || seg > 64<<20 || limit < 2*seg) {
+		bad("journal: segment_size must be within 64KiB..64MiB and limit at least two segments (got %s and %s)", c.Journal.SegmentSize, c.Journal.Limit)
 	}
 	if _, err := c.bookmarkInterval(); err != nil {
 		bad("bookmark_interval: %v", err)

@@ -65,6 +65,15 @@ type shipper struct {
 	needResync  bool
 	compared    bool // a comparison with the replica completed in this run
 	appliedTime int64
+	// shipped are the segments sent and not yet applied at the target,
+	// oldest first, with the time of their first record: the process
+	// server may hold them after the journal dropped them.
+	shipped []shippedSegment
+}
+
+type shippedSegment struct {
+	last  uint64
+	first int64 // unix ns; 0 when unknown (written before this run)
 }
 
 func (s *shipper) set(fn func(*ReplicationStatus)) {
@@ -92,6 +101,14 @@ func (s *shipper) rpo(applied journal.Pos) float64 {
 	if applied.Seq >= pos.Seq {
 		return 0
 	}
+	s.mu.Lock()
+	for _, g := range s.shipped {
+		if g.last > applied.Seq && g.first != 0 {
+			s.mu.Unlock()
+			return max(0, time.Since(time.Unix(0, g.first)).Seconds())
+		}
+	}
+	s.mu.Unlock()
 	segs := s.m.Segments()
 	i := sort.Search(len(segs), func(i int) bool { return segs[i].LastSeq > applied.Seq })
 	for ; i < len(segs); i++ {
@@ -114,9 +131,13 @@ func (s *shipper) rpo(applied journal.Pos) float64 {
 func (s *shipper) run(ctx context.Context) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(began) > 10*time.Second {
+			backoff = 200 * time.Millisecond // it was a good session
 		}
 		switch {
 		case wire.HasCode(err, wire.CodeFenced):
@@ -130,6 +151,11 @@ func (s *shipper) run(ctx context.Context) {
 			s.needResync = true
 			s.mu.Unlock()
 			backoff = 200 * time.Millisecond
+		case err != nil && !wire.IsTransient(err):
+			// Retrying may not help (a refused certificate, a protocol
+			// mismatch): say so loudly, and retry slowly.
+			s.a.log.Error("replication refused; retrying in 30s", "err", err)
+			backoff = 30 * time.Second
 		case err != nil:
 			s.a.log.Debug("replication stream ended", "err", err)
 		}
@@ -148,7 +174,7 @@ func (s *shipper) run(ctx context.Context) {
 }
 
 func (s *shipper) dial(ctx context.Context, stream string) (*wire.Conn, error) {
-	return wire.Dial(ctx, s.addr, s.tls, wire.Hello{Role: "agent", Stream: stream, Name: s.a.cfg.Machine}, wire.Options{})
+	return wire.Dial(ctx, s.addr, s.tls, wire.Hello{Role: "agent", Stream: stream, Name: s.a.cfg.Machine}, wire.Options{PeerRole: "process"})
 }
 
 func (s *shipper) open() wire.Open {
@@ -247,7 +273,13 @@ func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pendin
 				return err
 			}
 			sent = g.LastSeq
-			s.set(func(st *ReplicationStatus) { st.SentBytes += uint64(len(b)); st.SentSegments++ })
+			s.mu.Lock()
+			s.st.SentBytes += uint64(len(b))
+			s.st.SentSegments++
+			if len(s.shipped) < 4096 {
+				s.shipped = append(s.shipped, shippedSegment{last: g.LastSeq, first: g.FirstTime})
+			}
+			s.mu.Unlock()
 		}
 		select {
 		case <-ctx.Done():
@@ -280,8 +312,8 @@ func (s *shipper) nextSegment(seq uint64) (capture.SegmentInfo, bool) {
 }
 
 func (s *shipper) readAcks(ctx context.Context, c *wire.Conn, p *pending) error {
+	c.SetIdleTimeout(15 * time.Second)
 	for {
-		c.SetReadDeadline(time.Now().Add(15 * time.Second))
 		t, b, err := c.Recv()
 		if err != nil {
 			return err
@@ -311,6 +343,11 @@ func (s *shipper) onAck(a wire.Ack) error {
 	if a.AppliedRecordTime != 0 {
 		s.appliedTime = a.AppliedRecordTime
 	}
+	n := 0
+	for n < len(s.shipped) && s.shipped[n].last <= a.Applied.Seq {
+		n++
+	}
+	s.shipped = s.shipped[n:]
 	if a.Consistent && s.compared && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
 		s.st.State = ReplProtected
 		s.a.log.Info("replica consistent: protected", "applied", a.Applied.Seq)
@@ -431,11 +468,7 @@ func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 	}
 	var out []capture.Extent
 	for i, d := range s.m.Disks() {
-		blob, err := cc.CallJSON(ctx, wire.MethodBlockMap, wire.BlockMapArgs{Machine: s.m.ID(), Disk: i, BlockSize: blockSize}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("block map of the replica's disk %s: %w", d.Name(), err)
-		}
-		theirs, err := blockmap.DecodeMap(blob)
+		theirs, err := fetchBlockMap(ctx, cc, s.m.ID(), i)
 		if err != nil {
 			return nil, fmt.Errorf("block map of the replica's disk %s: %w", d.Name(), err)
 		}
@@ -457,6 +490,34 @@ func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 		}
 	}
 	return out, nil
+}
+
+// fetchBlockMap assembles a disk's block map at the replica from pieces.
+func fetchBlockMap(ctx context.Context, cc *wire.Conn, machine string, disk int) (*blockmap.Map, error) {
+	var m *blockmap.Map
+	for first := int64(0); ; {
+		var res wire.BlockMapResult
+		blob, err := cc.CallJSON(ctx, wire.MethodBlockMap, wire.BlockMapArgs{Machine: machine, Disk: disk, BlockSize: blockSize, First: first}, &res)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			if res.BlockSize != blockSize || res.Blocks < 0 || res.Blocks > 1<<40 {
+				return nil, fmt.Errorf("%w: block map of %d blocks of %d bytes", wire.ErrProtocol, res.Blocks, res.BlockSize)
+			}
+			m = &blockmap.Map{BlockSize: res.BlockSize, Size: res.Size, Hashes: make([]blockmap.Hash, 0, res.Blocks)}
+		}
+		if res.First != first || len(blob) != res.Count*blockmap.HashSize || res.Count == 0 && first < res.Blocks {
+			return nil, fmt.Errorf("%w: block map piece at %d: got %d hashes from %d", wire.ErrProtocol, first, res.Count, res.First)
+		}
+		for i := 0; i < res.Count; i++ {
+			m.Hashes = append(m.Hashes, blockmap.Hash(blob[i*blockmap.HashSize:]))
+		}
+		first += int64(res.Count)
+		if first >= res.Blocks {
+			return m, m.Validate()
+		}
+	}
 }
 
 // blockSize is the comparison granularity: capture's dirty-bitmap chunk.

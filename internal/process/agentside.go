@@ -35,8 +35,8 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 	s.log.Info("agent connected", "machine", op.Machine, "name", op.Name, "durable", opened.Durable.Seq, "applied", opened.Applied.Seq)
 	go s.heartbeat(ctx, c, f)
 
+	c.SetIdleTimeout(30 * time.Second)
 	for {
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		t, p, err := c.Recv()
 		if err != nil {
 			return err
@@ -106,8 +106,16 @@ func (s *Server) opened(ctx context.Context, f *forwarder) (wire.Opened, *wire.E
 		st, seen := s.spool.Stats()[f.id]
 		if known {
 			o.Durable = o.Applied
-			if seen && st.Tail.Seq >= o.Applied.Seq {
+			switch {
+			case seen && st.Tail.Seq >= o.Applied.Seq:
 				o.Durable = st.Tail
+			case seen && st.Segments == 0:
+				// The master target is ahead of the cache (its state
+				// file is older than the target's, or it was lost):
+				// continue from the target.
+				if err := s.spool.Rebase(ctx, f.id, o.Applied, o.Epoch); err != nil {
+					return o, &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: true}
+				}
 			}
 			return o, nil
 		}
@@ -212,7 +220,8 @@ func (s *Server) serveControl(c *wire.Conn) error {
 }
 
 func (s *Server) call(call wire.Call) (any, []byte, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Minute)
+	// A block map's first piece hashes a whole disk at the target.
+	ctx, cancel := context.WithTimeout(s.ctx, time.Hour)
 	defer cancel()
 	switch call.Method {
 	case wire.MethodDrain:
@@ -230,7 +239,7 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		return wire.DrainResult{Applied: pos}, nil, err
 	case wire.MethodBlockMap:
 		// Passed through to the master target.
-		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{})
+		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{PeerRole: "target"})
 		if err != nil {
 			return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: err.Error(), Transient: true}
 		}
@@ -239,8 +248,9 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		if err := json.Unmarshal(call.Args, &a); err != nil {
 			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 		}
-		blob, err := tc.CallJSON(ctx, call.Method, a, nil)
-		return nil, blob, err
+		var res wire.BlockMapResult
+		blob, err := tc.CallJSON(ctx, call.Method, a, &res)
+		return res, blob, err
 	case wire.MethodStatus:
 		return s.Status(), nil, nil
 	}

@@ -76,7 +76,11 @@ func (f *forwarder) kick() {
 func (f *forwarder) run(ctx context.Context) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := f.session(ctx)
+		if time.Since(began) > 10*time.Second {
+			backoff = 200 * time.Millisecond // it was a good session
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -126,7 +130,7 @@ func (f *forwarder) session(ctx context.Context) error {
 	f.mu.Lock()
 	op := f.open
 	f.mu.Unlock()
-	c, err := wire.Dial(ctx, f.p.o.Target, f.p.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamData, Name: f.p.o.Name}, wire.Options{})
+	c, err := wire.Dial(ctx, f.p.o.Target, f.p.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamData, Name: f.p.o.Name}, wire.Options{PeerRole: "target"})
 	if err != nil {
 		return err
 	}
@@ -174,7 +178,7 @@ func (f *forwarder) session(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("pack segment %d..%d: %w", ref.FirstSeq, ref.LastSeq, err)
 				}
-				if err := f.p.limit.wait(sctx, len(buf)); err != nil {
+				if err := f.p.limit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
 					return err
 				}
 				s.push(ref.LastSeq)
@@ -238,8 +242,8 @@ func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, r 
 
 // readAcks applies the master target's acknowledgements.
 func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) error {
+	c.SetIdleTimeout(15 * time.Second)
 	for {
-		c.SetReadDeadline(time.Now().Add(15 * time.Second))
 		t, p, err := c.Recv()
 		if err != nil {
 			return err

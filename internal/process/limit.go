@@ -22,8 +22,9 @@ func newLimiter(bytesPerSec int64) *limiter {
 }
 
 // wait blocks until n bytes may be sent. A frame larger than the burst
-// borrows: the debt is paid by waiting before the next one.
-func (l *limiter) wait(ctx context.Context, n int) error {
+// borrows: the debt is paid by waiting before the next one. tick, when
+// not nil, runs every 2 s of waiting (to keep the stream alive).
+func (l *limiter) wait(ctx context.Context, n int, tick func() error) error {
 	if l == nil || l.rate <= 0 {
 		return nil
 	}
@@ -42,10 +43,20 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+	ping := time.NewTicker(2 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-ping.C:
+			if tick != nil {
+				if err := tick(); err != nil {
+					return err
+				}
+			}
+		}
 	}
 }

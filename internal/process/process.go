@@ -152,6 +152,9 @@ func (s *Server) handle(nc net.Conn) {
 		if c.Peer.Role != "agent" && c.Peer.Stream == wire.StreamData {
 			return fmt.Errorf("role %q may not open a data stream to a process server", c.Peer.Role)
 		}
+		if c.Peer.Stream != wire.StreamData && c.Peer.Stream != wire.StreamControl {
+			return fmt.Errorf("unknown stream kind %q", c.Peer.Stream)
+		}
 		return nil
 	}, wire.Options{})
 	if err != nil {

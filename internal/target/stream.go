@@ -89,8 +89,8 @@ func (t *Target) serveData(c *wire.Conn) error {
 		return err
 	}
 	var seg []byte
+	c.SetIdleTimeout(idleTimeout)
 	for {
-		c.SetReadDeadline(time.Now().Add(idleTimeout))
 		typ, p, err := c.Recv()
 		if err != nil {
 			return err
@@ -183,23 +183,57 @@ func (t *Target) call(call wire.Call) (any, []byte, *wire.Error) {
 		if err := json.Unmarshal(call.Args, &a); err != nil {
 			return bad(err)
 		}
-		rep, _, ok := t.Lookup(a.Machine)
-		if !ok {
-			return bad(fmt.Errorf("no replica of machine %s", a.Machine))
-		}
-		bm, err := rep.BlockMap(t.ctx, a.Disk, a.BlockSize)
-		if err != nil {
-			return bad(err)
-		}
-		b, err := blockmap.AppendMap(nil, bm)
-		if err != nil {
-			return bad(err)
-		}
-		return nil, b, nil
+		return t.blockMapPiece(a)
 	case wire.MethodStatus:
 		return t.Status(), nil, nil
 	}
 	return bad(fmt.Errorf("unknown method %q", call.Method))
+}
+
+// blockMapPiece answers one piece of a disk's block map. The whole map is
+// computed on the first request of a comparison and kept while the replica
+// does not move (nothing is applied during a resync's comparison: the
+// process server drained first).
+func (t *Target) blockMapPiece(a wire.BlockMapArgs) (any, []byte, *wire.Error) {
+	bad := func(err error) (any, []byte, *wire.Error) {
+		return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	t.mu.Lock()
+	id, _ := canonicalID(a.Machine)
+	m, ok := t.machines[id]
+	t.mu.Unlock()
+	if !ok {
+		return bad(fmt.Errorf("no replica of machine %s", a.Machine))
+	}
+	applied := m.rep.Status().Applied
+	m.mu.Lock()
+	c := m.mapCache
+	m.mu.Unlock()
+	if c == nil || c.disk != a.Disk || c.blockSize != a.BlockSize || c.applied != applied {
+		bm, err := m.rep.BlockMap(t.ctx, a.Disk, a.BlockSize)
+		if err != nil {
+			return bad(err)
+		}
+		c = &mapCache{disk: a.Disk, blockSize: a.BlockSize, applied: applied, m: bm}
+		m.mu.Lock()
+		m.mapCache = c
+		m.mu.Unlock()
+	}
+	n := int64(len(c.m.Hashes))
+	if a.First < 0 || a.First > n {
+		return bad(fmt.Errorf("block %d is outside the disk's %d blocks", a.First, n))
+	}
+	count := int64(a.Count)
+	if count <= 0 || count > wire.MaxBlockMapBlocks {
+		count = wire.MaxBlockMapBlocks
+	}
+	count = min(count, n-a.First)
+	blob := make([]byte, 0, count*blockmap.HashSize)
+	for _, h := range c.m.Hashes[a.First : a.First+count] {
+		blob = append(blob, h[:]...)
+	}
+	res := wire.BlockMapResult{BlockSize: c.m.BlockSize, Size: c.m.Size, Blocks: n, First: a.First, Count: int(count), Applied: applied}
+	return res, blob, nil
 }
 
 // MachineStatus is one replica as the status call and /metrics see it.

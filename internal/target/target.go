@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/replica"
 	"github.com/standby-dr/standby/internal/retention"
 	"github.com/standby-dr/standby/internal/wire"
@@ -58,7 +60,15 @@ type machine struct {
 	cancel   context.CancelFunc // of the current stream
 	done     chan struct{}      // closed when the current stream ends
 
-	bytesIn, bytesOut, segments uint64 // guarded by mu
+	bytesIn, bytesOut, segments uint64    // guarded by mu
+	mapCache                    *mapCache // guarded by mu
+}
+
+// mapCache is the block map of one disk at one applied position.
+type mapCache struct {
+	disk, blockSize int
+	applied         journal.Pos
+	m               *blockmap.Map
 }
 
 // New opens every replica under o.DataDir and starts the pruning loop.
@@ -256,10 +266,10 @@ func (t *Target) handle(nc net.Conn) {
 	}
 }
 
-// checkPeer admits process servers (data and control) and any role's
-// control calls.
+// checkPeer admits process servers' data streams and any role's control
+// calls.
 func checkPeer(c *wire.Conn) error {
-	if c.Peer.Stream == wire.StreamData && c.Peer.Role != "process" && c.Peer.Role != "agent" {
+	if c.Peer.Stream == wire.StreamData && c.Peer.Role != "process" {
 		return fmt.Errorf("role %q may not open a data stream to a master target", c.Peer.Role)
 	}
 	if c.Peer.Stream != wire.StreamData && c.Peer.Stream != wire.StreamControl {

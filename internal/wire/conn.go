@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +23,7 @@ type Conn struct {
 	bw       *bufio.Writer
 	rbuf     []byte
 	maxFrame int
+	idle     time.Duration // see SetIdleTimeout
 
 	// Version is the negotiated protocol version.
 	Version int
@@ -38,6 +40,9 @@ type Options struct {
 	MaxFrame int
 	// HandshakeTimeout bounds TLS and the Hello exchange; 0 means 10 s.
 	HandshakeTimeout time.Duration
+	// PeerRole, on a client, is the role the server must hold: its
+	// Welcome and its certificate's name (CertMatchesRole) must say so.
+	PeerRole string
 }
 
 func (o Options) maxFrame() int {
@@ -55,8 +60,27 @@ func (o Options) handshakeTimeout() time.Duration {
 }
 
 func newConn(nc net.Conn, o Options) *Conn {
-	return &Conn{nc: nc, br: bufio.NewReaderSize(nc, 256<<10), bw: bufio.NewWriterSize(nc, 256<<10), maxFrame: o.maxFrame()}
+	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 256<<10), maxFrame: o.maxFrame()}
+	c.br = bufio.NewReaderSize(idleReader{c}, 256<<10)
+	return c
 }
+
+// idleReader extends the read deadline before every read from the
+// network when an idle timeout is set, so that a large frame arriving
+// slowly (a bandwidth limit) is not cut off, while a silent peer is.
+type idleReader struct{ c *Conn }
+
+func (r idleReader) Read(p []byte) (int, error) {
+	if r.c.idle > 0 {
+		r.c.nc.SetReadDeadline(time.Now().Add(r.c.idle))
+	}
+	return r.c.nc.Read(p)
+}
+
+// SetIdleTimeout makes every Recv fail when the peer sends nothing at all
+// for d (peers ping every 2 s). Zero turns it off. Set it from the reading
+// goroutine, before reading.
+func (c *Conn) SetIdleTimeout(d time.Duration) { c.idle = d }
 
 // Dial connects to addr, runs TLS (when tc is not nil) and the handshake.
 func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello, o Options) (*Conn, error) {
@@ -112,6 +136,9 @@ func clientHandshake(ctx context.Context, nc net.Conn, tc *tls.Config, h Hello, 
 	}
 	c.Version = w.Version
 	c.Peer = Hello{Role: w.Role, Name: w.Name, Stream: h.Stream}
+	if o.PeerRole != "" && (w.Role != o.PeerRole || (tc != nil && !CertMatchesRole(cert, o.PeerRole))) {
+		return nil, fmt.Errorf("%w: expected a %s, the server is a %q with certificate %q", ErrPeerRole, o.PeerRole, w.Role, cert)
+	}
 	return c, nil
 }
 
@@ -148,6 +175,11 @@ func Accept(ctx context.Context, nc net.Conn, tc *tls.Config, me Welcome, check 
 		return nil, err
 	}
 	c.Version, c.Peer = v, h
+	if tc != nil && !CertMatchesRole(cert, h.Role) {
+		err := fmt.Errorf("%w: the peer says it is a %q but its certificate names %q", ErrPeerRole, h.Role, cert)
+		c.SendError(&Error{Code: CodeDenied, Message: err.Error()})
+		return nil, err
+	}
 	if check != nil {
 		if err := check(c); err != nil {
 			c.SendError(&Error{Code: CodeDenied, Message: err.Error()})
@@ -160,6 +192,13 @@ func Accept(ctx context.Context, nc net.Conn, tc *tls.Config, me Welcome, check 
 	}
 	nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// CertMatchesRole reports whether a certificate's common name is one the
+// role may use: the role itself ("process"), or the role and an id after a
+// colon or dash ("agent:web01", "agent-web01").
+func CertMatchesRole(cn, role string) bool {
+	return role != "" && (cn == role || strings.HasPrefix(cn, role+":") || strings.HasPrefix(cn, role+"-"))
 }
 
 // Send writes one frame and flushes it.
@@ -184,6 +223,7 @@ func (c *Conn) SendJSON(t Type, v any) error {
 // SendError sends an Error frame; the caller closes the connection after.
 func (c *Conn) SendError(e *Error) error {
 	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	defer c.nc.SetWriteDeadline(time.Time{})
 	return c.SendJSON(TypeError, e)
 }
 

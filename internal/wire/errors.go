@@ -16,6 +16,9 @@ var (
 	ErrProtocol = errors.New("wire: protocol violation")
 	// ErrVersion is a handshake with no common version.
 	ErrVersion = errors.New("wire: no common protocol version")
+	// ErrPeerRole is a peer whose role (claimed, or named by its
+	// certificate) is not the one expected. Permanent.
+	ErrPeerRole = errors.New("wire: peer role")
 	// ErrClosed is a use of a closed connection.
 	ErrClosed = errors.New("wire: connection closed")
 )
@@ -23,7 +26,7 @@ var (
 // Error codes carried in Error frames.
 const (
 	CodeInternal    = "internal"    // the server failed; transient unless said otherwise
-	CodeBusy        = "busy"        // the server cannot take more now (cache full); transient
+	CodeBusy        = "busy"        // the server cannot do it now (a rebase before the drain); transient
 	CodeUnavailable = "unavailable" // a downstream role cannot be reached; transient
 	CodeFenced      = "fenced"      // the segment's epoch is older than the replica's: stop shipping
 	CodeGap         = "gap"         // the segment does not continue from the server's position: resync
@@ -63,7 +66,7 @@ func IsTransient(err error) bool {
 	if errors.As(err, &we) {
 		return we.Transient
 	}
-	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrVersion) {
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrVersion) || errors.Is(err, ErrPeerRole) {
 		return false
 	}
 	var ne net.Error

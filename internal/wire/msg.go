@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"encoding/json"
+
 	"github.com/standby-dr/standby/internal/journal"
 )
 
@@ -87,20 +89,22 @@ type Ack struct {
 
 // Call is a control request.
 type Call struct {
-	Method string `json:"method"`
-	Args   []byte `json:"args,omitempty"` // JSON of the method's arguments
+	Method string          `json:"method"`
+	Args   json.RawMessage `json:"args,omitempty"` // the method's arguments
 }
 
 // Reply answers a Call. With Blob set, one Blob frame follows.
 type Reply struct {
-	Result []byte `json:"result,omitempty"` // JSON of the method's result
-	Blob   bool   `json:"blob,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"` // the method's result
+	Blob   bool            `json:"blob,omitempty"`
 }
 
 // Control methods.
 const (
-	// MethodBlockMap returns the block hashes of one disk of a machine's
-	// replica at its apply frontier (a blockmap encoding in the Blob).
+	// MethodBlockMap returns block hashes of one disk of a machine's
+	// replica at its apply frontier: BlockMapResult, and the hashes of
+	// blocks First..First+Count-1 (32 bytes each) in the Blob. A disk's
+	// map is fetched in pieces so that no frame outgrows the limit.
 	MethodBlockMap = "blockmap"
 	// MethodDrain waits until the process server has forwarded every
 	// spooled segment of a machine and the master target applied them.
@@ -114,6 +118,21 @@ type BlockMapArgs struct {
 	Machine   string `json:"machine"`
 	Disk      int    `json:"disk"`
 	BlockSize int    `json:"block_size"`
+	First     int64  `json:"first"` // first block wanted
+	Count     int    `json:"count"` // blocks wanted at most; 0 or more than MaxBlockMapBlocks means MaxBlockMapBlocks
+}
+
+// MaxBlockMapBlocks is the most hashes one blockmap reply carries (32 MiB).
+const MaxBlockMapBlocks = 1 << 20
+
+// BlockMapResult describes a blockmap reply.
+type BlockMapResult struct {
+	BlockSize int         `json:"block_size"`
+	Size      int64       `json:"size"`   // bytes of the disk
+	Blocks    int64       `json:"blocks"` // blocks of the disk
+	First     int64       `json:"first"`
+	Count     int         `json:"count"` // hashes in the blob
+	Applied   journal.Pos `json:"applied"`
 }
 
 // DrainArgs are the arguments of MethodDrain.

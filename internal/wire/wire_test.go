@@ -14,11 +14,11 @@ import (
 
 func mustTLS(tb testing.TB) (server, client TLSFiles) {
 	tb.Helper()
-	fs, err := certs.Create(filepath.Join(tb.TempDir(), "pki"), []string{"server", "client"}, time.Hour)
+	fs, err := certs.Create(filepath.Join(tb.TempDir(), "pki"), []string{"process", "agent"}, time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, c := fs["server"], fs["client"]
+	s, c := fs["process"], fs["agent"]
 	return TLSFiles{Cert: s.Cert, Key: s.Key, CA: s.CA}, TLSFiles{Cert: c.Cert, Key: c.Key, CA: c.CA}
 }
 
@@ -73,8 +73,8 @@ func TestHandshakeCallAndBlob(t *testing.T) {
 	if err != nil || len(blob) != 1000 || blob[999] != 7 {
 		t.Fatalf("call: blob of %d bytes, err %v", len(blob), err)
 	}
-	if peer != "client" {
-		t.Fatalf("server saw peer certificate %q, want client", peer)
+	if peer != "agent" {
+		t.Fatalf("server saw peer certificate %q, want agent", peer)
 	}
 }
 
@@ -101,6 +101,20 @@ func TestHandshakeRefusals(t *testing.T) {
 		bare.Certificates = nil
 		if _, err := Dial(context.Background(), addr, bare, Hello{Role: "agent", Stream: StreamData}, Options{}); err == nil {
 			t.Fatal("dial without a client certificate succeeded")
+		}
+	})
+	t.Run("role the certificate does not name", func(t *testing.T) {
+		addr := serve(t, sf, nil, func(*Conn) {})
+		_, err := Dial(context.Background(), addr, tc, Hello{Role: "target", Stream: StreamData}, Options{})
+		if !HasCode(err, CodeDenied) {
+			t.Fatalf("an agent certificate claiming the target role: got %v, want denied", err)
+		}
+	})
+	t.Run("server of the wrong role", func(t *testing.T) {
+		addr := serve(t, sf, nil, func(*Conn) {})
+		_, err := Dial(context.Background(), addr, tc, Hello{Role: "agent", Stream: StreamData}, Options{PeerRole: "target"})
+		if !errors.Is(err, ErrPeerRole) || IsTransient(err) {
+			t.Fatalf("dialling a process server as a target: got %v, want a permanent ErrPeerRole", err)
 		}
 	})
 	t.Run("oversized frame", func(t *testing.T) {
