@@ -18,10 +18,14 @@ package process
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -88,13 +92,62 @@ func New(o Options) (*Server, error) {
 	if o.Target == "" {
 		return nil, errors.New("process: the master target's address is required")
 	}
-	sp, err := spool.Open(o.CacheDir, spool.Options{Quota: o.Quota, Logger: o.Logger})
+	sp, err := spool.Open(filepath.Join(o.CacheDir, "spool"), spool.Options{Quota: o.Quota, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{o: o, log: o.Logger, spool: sp, limit: newLimiter(o.Bandwidth), forwarders: map[string]*forwarder{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	// Machines with segments in the cache are forwarded at once, whether
+	// or not their agents are connected.
+	for _, op := range loadOpens(o.CacheDir, o.Logger) {
+		if st, ok := sp.Stats()[op.Machine]; ok && st.Segments > 0 {
+			s.forwarder(op)
+		}
+	}
 	return s, nil
+}
+
+// opensDir holds each machine's latest Open, so that a restarted process
+// server can open the machine's stream at the master target before its
+// agent comes back.
+func opensDir(cacheDir string) string { return filepath.Join(cacheDir, "opens") }
+
+func saveOpen(cacheDir string, op wire.Open) error {
+	if err := os.MkdirAll(opensDir(cacheDir), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(opensDir(cacheDir), op.Machine+".json")
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func loadOpens(cacheDir string, log *slog.Logger) []wire.Open {
+	ents, _ := os.ReadDir(opensDir(cacheDir))
+	var out []wire.Open
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) != ".json" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(opensDir(cacheDir), e.Name()))
+		var op wire.Open
+		if err == nil {
+			err = json.Unmarshal(b, &op)
+		}
+		if err != nil || op.Machine == "" {
+			log.Warn("ignoring a damaged machine record in the cache", "file", e.Name(), "err", err)
+			continue
+		}
+		out = append(out, op)
+	}
+	return out
 }
 
 // forwarder returns the machine's forwarder, starting it on first use, and
@@ -103,6 +156,17 @@ func (s *Server) forwarder(op wire.Open) *forwarder {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, ok := s.forwarders[op.Machine]
+	same := false
+	if ok {
+		f.mu.Lock()
+		same = reflect.DeepEqual(f.open, op)
+		f.mu.Unlock()
+	}
+	if !same {
+		if err := saveOpen(s.o.CacheDir, op); err != nil {
+			s.log.Warn("save the machine's record in the cache", "machine", op.Machine, "err", err)
+		}
+	}
 	if !ok {
 		f = newForwarder(s, op)
 		s.forwarders[op.Machine] = f

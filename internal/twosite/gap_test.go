@@ -60,3 +60,33 @@ func TestLostCacheResyncSendsOnlyDifferingBlocks(t *testing.T) {
 	h.WaitApplied(30*time.Second, final)
 	mustEqualLatest(t, h)
 }
+
+// A restarted process server forwards what its cache holds even while the
+// agent is away.
+func TestRestartedProcessServerForwardsWithoutTheAgent(t *testing.T) {
+	ctx := context.Background()
+	h := Start(t, Options{Disks: []int64{8 << 20}, Logger: testLogger(t)})
+	h.WaitProtected(30 * time.Second)
+	h.WAN.Cut()
+	d := h.DialDisk(ctx, 0)
+	buf := make([]byte, 64<<10)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	if _, err := d.WriteAt(buf, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := h.Agent.Machine().Bookmark("cached", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor(30*time.Second, "the cache holds the write", func() bool { return h.Replication().Durable.Seq >= seq })
+	h.StopAgent()
+	h.StopProcess()
+	h.WAN.Restore()
+	h.StartProcess()
+	h.WaitFor(30*time.Second, "the cached bookmark applied", func() bool {
+		r, _, ok := h.Target.Lookup("web01")
+		return ok && r.Status().Applied.Seq >= seq
+	})
+}
