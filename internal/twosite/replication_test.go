@@ -116,7 +116,7 @@ func TestInitialReplicationThenPointsAreExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		label := fmt.Sprintf("lg-%d", 150*i)
-		if last, err = m.Bookmark(label, false); err != nil {
+		if last, err = m.Bookmark(label, i == 5); err != nil { // one app-consistent point
 			t.Fatal(err)
 		}
 		labels[label] = uint64(150 * i)
@@ -135,6 +135,9 @@ func TestInitialReplicationThenPointsAreExact(t *testing.T) {
 	checked := 0
 	for _, p := range points {
 		im, done := images(t, rep, p.ID)
+		if want := p.Label == "lg-750"; p.AppConsistent != want {
+			t.Errorf("point %d (%s): app-consistent %v, want %v", p.ID, p.Label, p.AppConsistent, want)
+		}
 		if n, ok := labels[p.Label]; ok {
 			if err := loadgen.CheckExact(log, im, n); err != nil {
 				t.Errorf("point %d (%s): %v", p.ID, p.Label, err)

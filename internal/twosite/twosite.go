@@ -216,6 +216,7 @@ func (h *Harness) StartAgent() {
 	cfg.Listen.Unix = filepath.Join(h.Dir, "agent.sock")
 	cfg.BookmarkInterval = "1s"
 	cfg.Journal.SegmentSize, cfg.Journal.Limit = "1MiB", "64MiB"
+	cfg.Status = "127.0.0.1:0"
 	for i, p := range h.Disks {
 		cfg.Disks = append(cfg.Disks, agent.DiskConfig{Name: fmt.Sprintf("disk%d", i), Path: p})
 	}
