@@ -2,13 +2,14 @@
 GO ?= go
 BIN := bin/standby
 
-.PHONY: help build test bench bench-capture demo fuzz soak clean
+.PHONY: help build test bench bench-capture bench-replication demo fuzz soak clean
 help:
 	@echo "build          build $(BIN)"
 	@echo "test           the whole test suite (installs Debian test packages if missing)"
 	@echo "demo           run 'standby demo'"
 	@echo "bench          every benchmark (BENCH lines)"
 	@echo "bench-capture  fio through the agent vs qemu-nbd and nbdkit"
+	@echo "bench-replication  agent, process server and master target vs rsync and restic"
 	@echo "fuzz           run each fuzz target for FUZZTIME (default 30s)"
 	@echo "soak           SIGKILL trials of agent, process server and master target (SOAK_TRIALS, default 300)"
 
@@ -21,10 +22,13 @@ test:
 demo: build
 	./$(BIN) demo
 
-bench: bench-capture
+bench: bench-capture bench-replication
 
 bench-capture: build
 	./scripts/bench-capture.sh
+
+bench-replication: build
+	./scripts/bench-replication.sh
 
 FUZZTIME ?= 30s
 fuzz:
