@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 			return nil, fmt.Errorf("replication: %w", err)
 		}
 		interval, _ := r.shipInterval()
-		a.ship = &shipper{a: a, m: a.machine, addr: r.ProcessServer, tls: tc, interval: interval, window: r.Window}
+		a.ship = &shipper{a: a, m: a.machine, addr: r.ProcessServer, tls: tc, interval: interval, window: r.Window, sealNow: make(chan struct{}, 1)}
 		a.ship.st = ReplicationStatus{State: ReplConnecting, Server: r.ProcessServer, RPOSeconds: -1}
 	}
 	if a.server, err = nbd.NewServer(so); err != nil {

@@ -69,6 +69,20 @@ type shipper struct {
 	// oldest first, with the time of their first record: the process
 	// server may hold them after the journal dropped them.
 	shipped []shippedSegment
+
+	sealNow chan struct{} // an operator's bookmark: ship it without waiting for the interval
+}
+
+// shipSoon seals the active segment at once, so that a bookmark just taken
+// reaches the master target without waiting for the ship interval.
+func (s *shipper) shipSoon() {
+	if s == nil {
+		return
+	}
+	select {
+	case s.sealNow <- struct{}{}:
+	default:
+	}
 }
 
 type shippedSegment struct {
@@ -264,17 +278,14 @@ func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pendin
 			if g.FirstSeq > sent+1 {
 				return &wire.Error{Code: wire.CodeGap, Message: fmt.Sprintf("journal segment %d..%d does not follow %d", g.FirstSeq, g.LastSeq, sent)}
 			}
-			b, err := os.ReadFile(g.Path)
+			p.push(g.LastSeq) // before the send: its ack may come at once
+			n, err := s.sendSegment(c, g.Path)
 			if err != nil {
-				return fmt.Errorf("read journal segment: %w", err)
-			}
-			p.push(g.LastSeq)
-			if err := c.Send(wire.TypeSegment, b); err != nil {
 				return err
 			}
 			sent = g.LastSeq
 			s.mu.Lock()
-			s.st.SentBytes += uint64(len(b))
+			s.st.SentBytes += uint64(n)
 			s.st.SentSegments++
 			if len(s.shipped) < 4096 {
 				s.shipped = append(s.shipped, shippedSegment{last: g.LastSeq, first: g.FirstTime})
@@ -290,6 +301,10 @@ func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pendin
 			if err := s.m.SealActive(); err != nil {
 				return err
 			}
+		case <-s.sealNow:
+			if err := s.m.SealActive(); err != nil {
+				return err
+			}
 		case <-ping.C:
 			if err := c.Send(wire.TypePing, nil); err != nil {
 				return err
@@ -298,6 +313,20 @@ func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pendin
 		case <-p.acked:
 		}
 	}
+}
+
+// sendSegment streams a sealed segment file to the process server.
+func (s *shipper) sendSegment(c *wire.Conn, path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("read journal segment: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("read journal segment: %w", err)
+	}
+	return st.Size(), c.SendFrom(wire.TypeSegment, f, st.Size())
 }
 
 // nextSegment is the first sealed, durable segment with records after seq.

@@ -65,6 +65,9 @@ func (a *Agent) statusHandler() http.Handler {
 		} else {
 			res.Seq, err = a.machine.Bookmark(label, false)
 		}
+		if err == nil {
+			a.ship.shipSoon()
+		}
 		answer := struct {
 			BookmarkResult
 			Error string `json:"error,omitempty"`

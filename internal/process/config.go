@@ -35,7 +35,9 @@ type Config struct {
 	// BandwidthLimit bounds the link to the master target, like 50MiB/s,
 	// or off.
 	BandwidthLimit string `yaml:"bandwidth_limit"`
-	// Compression is the zstd level: none, fastest, standard, better, best.
+	// Compression is the zstd level: none, fastest, standard, better,
+	// best; or auto (fastest, but only while the link is slower than the
+	// compressor).
 	Compression string `yaml:"compression"`
 	// Status is an optional HTTP listener for /status and /metrics.
 	Status   string `yaml:"status,omitempty"`
@@ -44,7 +46,7 @@ type Config struct {
 
 // Defaults returns the defaulted fields.
 func Defaults() Config {
-	return Config{BandwidthLimit: "off", Compression: "fastest", LogLevel: "info"}
+	return Config{BandwidthLimit: "off", Compression: "auto", LogLevel: "info"}
 }
 
 // LoadConfig reads a YAML file over the defaults; unknown fields are errors.
@@ -82,8 +84,8 @@ func (c *Config) Validate() error {
 	if _, err := units.ParseRate(c.BandwidthLimit); err != nil {
 		bad("bandwidth_limit: %v", err)
 	}
-	if _, err := segpack.ParseLevel(c.Compression); err != nil {
-		bad("compression: %v", err)
+	if _, err := segpack.ParseLevel(c.Compression); err != nil && c.Compression != "auto" {
+		bad("compression: %v, or auto", err)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -101,7 +103,11 @@ func (c *Config) Options() (Options, error) {
 	o := Options{CacheDir: c.CacheDir, Target: c.MasterTarget}
 	o.Quota, _ = units.ParseSize(c.CacheQuota)
 	o.Bandwidth, _ = units.ParseRate(c.BandwidthLimit)
-	o.Pack.Level, _ = segpack.ParseLevel(c.Compression)
+	if c.Compression == "auto" {
+		o.Pack.Level, o.Adaptive = segpack.LevelFastest, true
+	} else {
+		o.Pack.Level, _ = segpack.ParseLevel(c.Compression)
+	}
 	var err error
 	if o.TLS, err = c.TLS.ServerConfig(); err != nil {
 		return o, err

@@ -32,6 +32,8 @@ type forwarder struct {
 	changed    chan struct{} // closed and replaced on every state change
 	stats      forwardStats
 
+	ad adaptive // used by the session loop only
+
 	wake   chan struct{}  // a segment was spooled
 	rebase chan *rebaseOp // served by a connected session
 }
@@ -174,10 +176,17 @@ func (f *forwarder) session(ctx context.Context) error {
 					return err
 				}
 				var st segpack.Stats
+				compress := !f.p.o.Adaptive || f.ad.compress()
+				packer.SetCompress(compress)
+				t0 := time.Now()
 				buf, st, err = packer.Pack(buf[:0], seg)
 				if err != nil {
 					return fmt.Errorf("pack segment %d..%d: %w", ref.FirstSeq, ref.LastSeq, err)
 				}
+				if compress {
+					f.ad.packed(st.In, st.Out, time.Since(t0).Seconds())
+				}
+				t1 := time.Now()
 				if err := f.p.limit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
 					return err
 				}
@@ -185,6 +194,7 @@ func (f *forwarder) session(ctx context.Context) error {
 				if err := c.Send(wire.TypePacked, buf); err != nil {
 					return err
 				}
+				f.ad.sent(int64(len(buf)), time.Since(t1).Seconds())
 				s.sent = ref.LastSeq
 				f.p.counters.add(len(seg), len(buf))
 				f.update(func() {

@@ -47,6 +47,9 @@ type Options struct {
 	// Bandwidth limits bytes per second to the master target; 0 is none.
 	Bandwidth int64
 	Pack      segpack.Options
+	// Adaptive compresses only while the link is slower than the
+	// compressor (Pack.Level says how hard when it does).
+	Adaptive bool
 	Window    int // segments in flight to the target per machine; 0 means 8
 	Name      string
 	Logger    *slog.Logger

@@ -29,6 +29,9 @@ type Stats struct {
 type Packer struct {
 	opt  Options
 	enc  *zstd.Encoder // nil for LevelNone
+	// plain skips zstd for the next segments (SetCompress): the link is
+	// faster than the compressor.
+	plain bool
 	win  packWindow
 	zero []byte // one all-zero block
 
@@ -72,6 +75,11 @@ func NewPacker(o Options) (*Packer, error) {
 // segment will record in its header.
 func (p *Packer) Window() Window { return p.win.state() }
 
+// SetCompress turns zstd on or off for the following segments (a Packer
+// made with LevelNone never compresses). The Unpacker needs no telling:
+// each packed segment's header says whether its op stream is compressed.
+func (p *Packer) SetCompress(on bool) { p.plain = !on }
+
 // Reset forgets the dedup window, for a new connection. The Unpacker at
 // the other end must be Reset too.
 func (p *Packer) Reset() { p.win.reset() }
@@ -101,7 +109,7 @@ func (p *Packer) Pack(dst, seg []byte) ([]byte, Stats, error) {
 	n0 := len(dst)
 	dst = append(dst, make([]byte, HeaderSize)...)
 	body := n0 + HeaderSize
-	if p.enc == nil {
+	if p.enc == nil || p.plain {
 		dst = p.emit(dst, seg, trailerEnd, &st)
 		h.OpsLen = uint64(len(dst) - body)
 	} else {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -206,6 +207,26 @@ func (c *Conn) Send(t Type, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := writeFrame(c.bw, t, payload); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// SendFrom writes one frame whose n-byte payload is read from r, without
+// holding the payload in memory (a journal segment streamed from its file).
+func (c *Conn) SendFrom(t Type, r io.Reader, n int64) error {
+	if n < 0 || n > 1<<32-1 {
+		return fmt.Errorf("%w: %s frame of %d bytes", ErrProtocol, t, n)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var h [FrameHeaderSize]byte
+	h[0] = byte(t)
+	binary.BigEndian.PutUint32(h[4:], uint32(n))
+	if _, err := c.bw.Write(h[:]); err != nil {
+		return err
+	}
+	if _, err := io.CopyN(c.bw, r, n); err != nil {
 		return err
 	}
 	return c.bw.Flush()
