@@ -50,9 +50,9 @@ type Options struct {
 	// Adaptive compresses only while the link is slower than the
 	// compressor (Pack.Level says how hard when it does).
 	Adaptive bool
-	Window    int // segments in flight to the target per machine; 0 means 8
-	Name      string
-	Logger    *slog.Logger
+	Window   int // segments in flight to the target per machine; 0 means 8
+	Name     string
+	Logger   *slog.Logger
 }
 
 // Server is a running process server.

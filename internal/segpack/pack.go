@@ -27,13 +27,13 @@ type Stats struct {
 // Packer packs the segments of one stream, the sending end. It is not safe
 // for concurrent use.
 type Packer struct {
-	opt  Options
-	enc  *zstd.Encoder // nil for LevelNone
+	opt Options
+	enc *zstd.Encoder // nil for LevelNone
 	// plain skips zstd for the next segments (SetCompress): the link is
 	// faster than the compressor.
 	plain bool
-	win  packWindow
-	zero []byte // one all-zero block
+	win   packWindow
+	zero  []byte // one all-zero block
 
 	// Reused across calls to Pack.
 	rd    bytes.Reader
