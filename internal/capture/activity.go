@@ -45,6 +45,7 @@ type activityLog struct {
 	index      map[alKey]int
 	clock      uint64
 	syncs      uint64 // fsyncs of the log: cold-extent misses
+	unsynced   bool   // a slot was written and not yet fsynced
 }
 
 // openActivityLog opens or creates the log and returns the extents it held,
@@ -152,9 +153,16 @@ func (a *activityLog) touch(disk int, off, n int64, gen, synced uint64) error {
 		if _, err := a.f.WriteAt(s[:], alHeaderSize+alSlotSize*int64(i)); err != nil {
 			return fmt.Errorf("write activity log: %w", err)
 		}
+		a.unsynced = true
+	}
+	// One fsync for every slot the range took: they are all durable before
+	// the write they cover goes ahead. A slot written before errALFull
+	// stays unsynced until the next touch syncs it.
+	if a.unsynced {
 		if err := a.f.Sync(); err != nil {
 			return fmt.Errorf("sync activity log: %w", err)
 		}
+		a.unsynced = false
 		a.syncs++
 	}
 	return nil

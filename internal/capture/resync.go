@@ -94,7 +94,11 @@ func (m *Machine) resyncChunk(buf []byte, disk *int, chunk *int64) (done bool, e
 	// The cleared bit and the resync record both sit in the page cache;
 	// after a power loss the activity log must cover the chunk in case only
 	// the bitmap page reached the disk.
-	if _, err := m.touchActivity(d, e.Offset, e.Length); err != nil {
+	// Resync walks the disk in order: make the extents of the next
+	// MaxRange hot at once, so that one activity-log fsync covers many
+	// chunks instead of one per extent.
+	ahead := min(m.o.MaxRange, m.disks[d].Size()-e.Offset)
+	if _, err := m.touchActivity(d, e.Offset, max(ahead, e.Length)); err != nil {
 		return true, err
 	}
 	if err := m.seg.append(&rec, journal.PayloadCRC(rec.Data)); err != nil {

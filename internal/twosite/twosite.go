@@ -37,6 +37,7 @@ type Options struct {
 	Agent      func(*agent.Config)
 	CacheQuota int64 // default 256 MiB
 	Bandwidth  int64 // bytes/s to the master target; 0 unlimited
+	Adaptive   bool  // compress only while the WAN is slower than zstd
 	Retention  *retention.Policy
 	Logger     *slog.Logger
 }
@@ -186,7 +187,7 @@ func (h *Harness) StopTarget() {
 func (h *Harness) StartProcess() {
 	s, err := process.New(process.Options{
 		CacheDir: filepath.Join(h.Dir, "cache"), Quota: h.o.CacheQuota, Target: h.WAN.Addr(),
-		TargetTLS: h.clientTLS("process"), TLS: h.serverTLS("process"), Bandwidth: h.o.Bandwidth,
+		TargetTLS: h.clientTLS("process"), TLS: h.serverTLS("process"), Bandwidth: h.o.Bandwidth, Adaptive: h.o.Adaptive,
 		Logger: h.o.Logger.With("role", "process"),
 	})
 	if err != nil {
