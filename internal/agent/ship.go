@@ -63,7 +63,7 @@ type shipper struct {
 	mu          sync.Mutex
 	st          ReplicationStatus
 	needResync  bool
-	compared    bool // a comparison with the replica completed in this run
+	comparing   bool // between StartResync and the target's confirmation of the rebase
 	appliedTime int64
 	// shipped are the segments sent and not yet applied at the target,
 	// oldest first, with the time of their first record: the process
@@ -232,7 +232,12 @@ func (s *shipper) session(ctx context.Context) error {
 	s.set(func(st *ReplicationStatus) {
 		st.LastError = ""
 		if st.State == ReplConnecting {
-			st.State = ReplProtected
+			// Protected only once the replica says it is consistent
+			// (after an overflow it catches up on resync records first).
+			st.State = ReplResyncing
+			if op.Consistent && s.m.Stats().DirtyBytes == 0 {
+				st.State = ReplProtected
+			}
 		}
 	})
 	pending := newPending()
@@ -377,7 +382,7 @@ func (s *shipper) onAck(a wire.Ack) error {
 		n++
 	}
 	s.shipped = s.shipped[n:]
-	if a.Consistent && s.compared && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
+	if a.Consistent && !s.comparing && s.m.Stats().DirtyBytes == 0 && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
 		s.st.State = ReplProtected
 		s.a.log.Info("replica consistent: protected", "applied", a.Applied.Seq)
 	}
@@ -421,12 +426,20 @@ func (p *pending) ackUpTo(seq uint64) {
 // (DESIGN §4: initial replication and resynchronisation are one
 // mechanism). It returns the position the stream now continues from.
 func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (journal.Pos, error) {
-	initial := !op.Known || op.Applied == (journal.Pos{})
+	initial := op.Applied == (journal.Pos{})
 	state := ReplResyncing
 	if initial {
 		state = ReplInitial
 	}
 	s.set(func(st *ReplicationStatus) { st.State = state })
+	s.mu.Lock()
+	s.comparing = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.comparing = false
+		s.mu.Unlock()
+	}()
 	pos0, err := s.m.StartResync()
 	if err != nil {
 		return pos0, err
@@ -477,7 +490,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 		return pos0, err
 	}
 	s.mu.Lock()
-	s.needResync, s.compared = false, true
+	s.needResync = false
 	s.st.ResyncBytes, s.st.ComparedAt = total, time.Now().UTC().Format(time.RFC3339Nano)
 	s.mu.Unlock()
 	return pos0, nil

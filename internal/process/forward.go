@@ -271,17 +271,17 @@ func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) er
 		if err := f.p.spool.Release(ctx, f.id, a.Applied.Seq); err != nil {
 			return err
 		}
+		f.update(func() {
+			f.applied, f.appliedAt, f.recordTime = a.Applied, a.AppliedAt, a.AppliedRecordTime
+			f.consistent, f.points = a.Consistent, a.Points
+		})
 		s.ackUpTo(a.Durable.Seq)
-		if a.Rebased {
+		if a.Rebased { // after the update: the agent's next Ack must not say consistent
 			select {
 			case s.rebased <- struct{}{}:
 			default:
 			}
 		}
-		f.update(func() {
-			f.applied, f.appliedAt, f.recordTime = a.Applied, a.AppliedAt, a.AppliedRecordTime
-			f.consistent, f.points = a.Consistent, a.Points
-		})
 	}
 }
 
