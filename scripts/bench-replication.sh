@@ -8,13 +8,17 @@
 #            sparse: realistic, partly compressible data
 #   initial  the agent starts on the image with an empty master target; time
 #            from its start to replication state "protected", against
-#            `cat IMAGE > /dev/null` (page cache dropped before both)
+#            `cat IMAGE > /dev/null` (page cache dropped before both).
+#            The master target then folds the initial copy into its base
+#            images (its first prune); the delta test waits for that (at most
+#            120 s) so that it does not contend with it.
 #   delta    BENCH_DELTA of 4 KiB writes at random 4 KiB-aligned offsets over
 #            the whole disk (fio randwrite, norandommap, fixed seed, fresh
 #            random content per write) through the agent's NBD export; time
-#            from the first write until the master target holds a recovery
-#            point (a bookmark taken after the last write). The changed image
-#            is then copied to a plain file and shipped by the peers:
+#            from fio's first write submission (its latency log) until the
+#            master target holds a recovery point (a bookmark taken after the
+#            last write). The changed image is then copied to a plain file
+#            and shipped by the peers:
 #              rsync   --inplace --no-whole-file to an rsync daemon on
 #                      loopback whose module holds the pre-change image
 #              restic  incremental `restic backup` to a local repository
@@ -29,8 +33,8 @@
 #            rates the replica is let catch up.
 #
 # Output: human-readable lines, then
-#   BENCH initial ratio_vs_read=<agent start..protected s / cat s>
 #   BENCH delta speedup_vs_rsync=<rsync s / standby s> speedup_vs_restic=<restic s / standby s> wire_ratio=<agent sent bytes / bytes changed>
+#   BENCH initial ratio_vs_read=<agent start..protected s / cat s>
 #   BENCH churn rate_mbps=R rpo_p50_s=.. rpo_p99_s=.. backlog_growing=0|1 agent_rss_mib=.. agent_cpu=..   (one per rate)
 # wire_ratio counts the journal bytes the agent sent (records, headers,
 # bookmarks; before the process server's packing and compression) over the
@@ -139,11 +143,26 @@ stop_pid() { # pid name: SIGTERM, wait up to 60 s, then SIGKILL
   wait "$pid" 2>/dev/null || true
 }
 
+# stop_group PID NAME: fio runs in its own process group (setsid) and forks
+# its job processes; with a dead NBD server it may ignore SIGTERM. TERM the
+# group, then KILL it after 10 s.
+stop_group() {
+  local pid=$1 name=$2 i
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 -- "-$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  echo "bench-replication: $name (process group $pid) ignored SIGTERM for 10 s; killing it" >&2
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -n "$SAMPLER_PID" ] && stop_pid "$SAMPLER_PID" sampler
-  [ -n "$FIO_PID" ] && stop_pid "$FIO_PID" fio
+  [ -n "$FIO_PID" ] && stop_group "$FIO_PID" fio
   [ -n "$AGENT_PID" ] && stop_pid "$AGENT_PID" agent
   [ -n "$PROCESS_PID" ] && stop_pid "$PROCESS_PID" "process server"
   [ -n "$TARGET_PID" ] && stop_pid "$TARGET_PID" "master target"
@@ -222,6 +241,17 @@ check_roles() {
   [ -z "$TARGET_PID" ] || kill -0 "$TARGET_PID" 2>/dev/null || role_died target "$TARGET_PID"
   [ -z "$PROCESS_PID" ] || kill -0 "$PROCESS_PID" 2>/dev/null || role_died process "$PROCESS_PID"
   [ -z "$AGENT_PID" ] || kill -0 "$AGENT_PID" 2>/dev/null || role_died agent "$AGENT_PID"
+}
+# wait_fio: wait for $FIO_PID, checking the roles meanwhile; sets FRC to
+# fio's exit status (a dead role fails the run at once, and cleanup stops fio).
+wait_fio() {
+  while kill -0 "$FIO_PID" 2>/dev/null; do
+    check_roles
+    sleep 0.2
+  done
+  FRC=0
+  wait "$FIO_PID" || FRC=$?
+  FIO_PID=
 }
 # get URL: the body, or nothing (never fails).
 get() { curl -fsS --max-time 10 "$1" 2>/dev/null || true; }
@@ -440,6 +470,9 @@ if __name__ == "__main__":
         churn(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
 EOF
 
+io_written() { # bytes a process caused to be written to storage (/proc/PID/io)
+  awk '/^write_bytes:/{print $2}' "/proc/$1/io" 2>/dev/null || echo 0
+}
 cpu_ticks() { # utime+stime of a process, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -519,6 +552,7 @@ start_target
 start_process
 drop_caches
 pc0=$(cpu_ticks "$PROCESS_PID"); tc0=$(cpu_ticks "$TARGET_PID")
+pw0=$(io_written "$PROCESS_PID"); tw0=$(io_written "$TARGET_PID")
 t0=$(now)
 start_agent
 python3 "$WORK/bench.py" sample "$AGENT_URL/status" "$AGENT_PID" "$WORK/initial.jsonl" 0.25 &
@@ -539,6 +573,7 @@ while :; do
 done
 init_s=$(elapsed "$t0" "$(now)")
 ac1=$(cpu_ticks "$AGENT_PID"); pc1=$(cpu_ticks "$PROCESS_PID"); tc1=$(cpu_ticks "$TARGET_PID")
+aw1=$(io_written "$AGENT_PID"); pw1=$(io_written "$PROCESS_PID"); tw1=$(io_written "$TARGET_PID")
 stop_pid "$SAMPLER_PID" sampler
 SAMPLER_PID=
 rep=$(get "$AGENT_URL/status" | jq -c '.replication')
@@ -548,6 +583,27 @@ say "  process server: $(jq -r .target_bytes_before_packing <<<"$ps") bytes to t
 say "  from the agent's start: $(python3 "$WORK/bench.py" initial "$WORK/initial.jsonl" "$sampler_off")"
 cores() { awk -v c="$1" -v hz="$HZ" -v w="$init_s" 'BEGIN{printf "%.2f", c / hz / w}'; }
 say "  cpu over it, in cores: agent $(cores "$ac1"), process server $(cores "$((pc1 - pc0))"), master target $(cores "$((tc1 - tc0))") (of $(nproc))"
+say "  written to storage (/proc/PID/io write_bytes; mmap'd journal writeback may be counted elsewhere): agent $(mib "$aw1") MiB, process server $(mib "$((pw1 - pw0))") MiB, master target $(mib "$((tw1 - tw0))") MiB"
+
+# The master target folds the initial copy into its base images at its next
+# prune (segments before the first recovery point are released): a second
+# full write of the data. Let it finish, so that the delta test measures
+# shipping a change rather than contending with it (bounded wait).
+tseg() { get "$TARGET_URL/status" | jq -r --arg m "$MACHINE" '[.[] | select(.name == $m) | .status.segments][0] // -1' 2>/dev/null || echo -1; }
+seg0=$(tseg)
+t0=$(now)
+deadline=$((SECONDS + 120))
+while :; do
+  check_roles
+  seg=$(tseg)
+  [ "$seg" -ge 0 ] && [ "$seg0" -ge 0 ] && [ "$seg" -lt "$seg0" ] && break
+  if [ $SECONDS -ge $deadline ]; then
+    say "  the master target still stores $seg segments (had $seg0 at protected) after 120 s: not waiting longer"
+    break
+  fi
+  sleep 0.2
+done
+[ "$seg" -lt "$seg0" ] && say "  master target rolled its base over the initial copy ($seg0 -> $seg stored segments) $(elapsed "$t0" "$(now)") s after protected"
 
 # --- delta -------------------------------------------------------------------------
 wait_caught_up "before the delta test"
@@ -556,16 +612,14 @@ sent0=$(agent_field .replication.sent_bytes)
 ps0=$(get "$PROCESS_URL/status")
 drop_caches
 t0=$(now)
-fio --name=delta --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --size="$SIZE_B" --io_size="$DELTA_B" \
+setsid fio --name=delta --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --size="$SIZE_B" --io_size="$DELTA_B" \
   --norandommap --randrepeat=1 --randseed=20261127 --refill_buffers --iodepth=16 --numjobs=1 \
   --write_lat_log="$WORK/delta" --log_unix_epoch=1 --output-format=json --output="$WORK/fio-delta.json" >"$WORK/fio-delta.log" 2>&1 &
 FIO_PID=$!
-frc=0
-wait "$FIO_PID" || frc=$?
-FIO_PID=
+wait_fio
 t_writes=$(now)
 check_roles
-[ "$frc" = 0 ] || { cat "$WORK/fio-delta.log" >&2; die "fio through the agent exited with status $frc"; }
+[ "$FRC" = 0 ] || { cat "$WORK/fio-delta.log" >&2; die "fio through the agent exited with status $FRC"; }
 # The bookmark after the last write; 409 while not consistent: retry.
 seq=
 for ((i = 0; i < 600; i++)); do
@@ -628,19 +682,17 @@ for rate in "${RATES[@]}"; do
   python3 "$WORK/bench.py" sample "$AGENT_URL/status" "$AGENT_PID" "$samples" 0.5 &
   SAMPLER_PID=$!
   c0=$(cpu_ticks "$AGENT_PID"); pc0=$(cpu_ticks "$PROCESS_PID"); tc0=$(cpu_ticks "$TARGET_PID"); w0=$(now)
-  fio --name="churn$rate" --ioengine=nbd --uri="$URI" --rw=randwrite --bs="$CHURN_BS" --size="$SIZE_B" \
+  setsid fio --name="churn$rate" --ioengine=nbd --uri="$URI" --rw=randwrite --bs="$CHURN_BS" --size="$SIZE_B" \
     --rate="${rate}m" --iodepth=8 --numjobs=1 --time_based --runtime="$CHURN_SECONDS" --refill_buffers \
     --norandommap --randrepeat=1 --randseed="$rate" \
     --output-format=json --output="$WORK/fio-churn-$rate.json" >"$WORK/fio-churn-$rate.log" 2>&1 &
   FIO_PID=$!
-  frc=0
-  wait "$FIO_PID" || frc=$?
-  FIO_PID=
+  wait_fio
   c1=$(cpu_ticks "$AGENT_PID"); pc1=$(cpu_ticks "$PROCESS_PID"); tc1=$(cpu_ticks "$TARGET_PID"); w1=$(now)
   stop_pid "$SAMPLER_PID" sampler
   SAMPLER_PID=
   check_roles
-  [ "$frc" = 0 ] || { cat "$WORK/fio-churn-$rate.log" >&2; die "fio at $rate MiB/s exited with status $frc"; }
+  [ "$FRC" = 0 ] || { cat "$WORK/fio-churn-$rate.log" >&2; die "fio at $rate MiB/s exited with status $FRC"; }
   wall=$(elapsed "$w0" "$w1")
   cores() { awk -v c="$1" -v hz="$HZ" -v w="$wall" 'BEGIN{printf "%.2f", c / hz / w}'; }
   cpu=$(cores "$((c1 - c0))")
