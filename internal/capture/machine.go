@@ -202,7 +202,10 @@ func Open(ctx context.Context, o Options) (*Machine, error) {
 	}
 	m.sync.init(m.syncRound)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.seg.spares = make(chan *segment, 2)
+	// Two ready segments at most (one here, one held by the preparer):
+	// each is mapped and populated, so each counts in the agent's memory;
+	// a third bought nothing measurable.
+	m.seg.spares = make(chan *segment, 1)
 	m.sealKick = make(chan struct{}, 1)
 	m.seg.kickSealer = func() {
 		select {
