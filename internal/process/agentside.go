@@ -18,6 +18,12 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 	if err := c.Expect(wire.TypeOpen, &op); err != nil {
 		return err
 	}
+	id, err := wire.CanonicalMachineID(op.Machine)
+	if err != nil {
+		c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: "open: " + err.Error()})
+		return err
+	}
+	op.Machine = id
 	f := s.forwarder(op)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
@@ -229,7 +235,8 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		if err := json.Unmarshal(call.Args, &a); err != nil {
 			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 		}
-		f, ok := s.lookup(a.Machine)
+		id, _ := wire.CanonicalMachineID(a.Machine)
+		f, ok := s.lookup(id)
 		if !ok {
 			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: "drain: machine " + a.Machine + " has no stream here; open it first"}
 		}

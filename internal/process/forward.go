@@ -91,11 +91,14 @@ func (f *forwarder) run(ctx context.Context) {
 			f.p.log.Warn("master target refused the stream; waiting for the agent to resynchronise", "machine", f.id, "code", we.Code, "err", we.Message)
 			f.update(func() { f.broken, f.connected, f.lastErr = we, false, err.Error() })
 			f.waitFixed(ctx)
-			continue
+			// Then back off like after any failure: a refusal that a
+			// resync does not cure must not turn into a dial loop.
+		} else if err != nil && !wire.IsTransient(err) {
+			f.p.log.Warn("cannot forward to the master target; retrying", "machine", f.id, "err", err)
 		}
 		f.update(func() {
 			f.connected, f.stats.Reconnects = false, f.stats.Reconnects+1
-			if err != nil {
+			if err != nil && f.broken == nil {
 				f.lastErr = err.Error()
 			}
 		})
@@ -326,14 +329,18 @@ func (s *sendState) ackUpTo(seq uint64) {
 // master target, or, when the target refused the stream (gap, fork), drops
 // them: the agent is about to resynchronise.
 func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
+	cleared := false
 	for {
 		f.mu.Lock()
 		broken, applied, ch, connected := f.broken, f.applied, f.changed, f.connected
 		f.mu.Unlock()
 		if broken != nil {
-			if broken.Code == wire.CodeFenced {
+			if broken.Code == wire.CodeFenced || cleared {
+				// Fenced, or refused again after the cache was dropped:
+				// a resync cannot cure it; the agent hears why.
 				return applied, broken
 			}
+			cleared = true
 			if err := f.p.spool.Discard(ctx, f.id); err != nil {
 				return applied, err
 			}

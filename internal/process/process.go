@@ -116,6 +116,17 @@ func New(o Options) (*Server, error) {
 // agent comes back.
 func opensDir(cacheDir string) string { return filepath.Join(cacheDir, "opens") }
 
+// syncDir makes a directory's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// saveOpen records a machine's Open (its id is canonical: Open checked it).
 func saveOpen(cacheDir string, op wire.Open) error {
 	if err := os.MkdirAll(opensDir(cacheDir), 0o700); err != nil {
 		return err
@@ -126,10 +137,23 @@ func saveOpen(cacheDir string, op wire.Open) error {
 	}
 	p := filepath.Join(opensDir(cacheDir), op.Machine+".json")
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	if _, err := f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	return syncDir(opensDir(cacheDir))
 }
 
 func loadOpens(cacheDir string, log *slog.Logger) []wire.Open {
@@ -144,7 +168,10 @@ func loadOpens(cacheDir string, log *slog.Logger) []wire.Open {
 		if err == nil {
 			err = json.Unmarshal(b, &op)
 		}
-		if err != nil || op.Machine == "" {
+		if err == nil {
+			op.Machine, err = wire.CanonicalMachineID(op.Machine)
+		}
+		if err != nil {
 			log.Warn("ignoring a damaged machine record in the cache", "file", e.Name(), "err", err)
 			continue
 		}

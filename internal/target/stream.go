@@ -233,6 +233,11 @@ func (t *Target) blockMapPiece(a wire.BlockMapArgs) (any, []byte, *wire.Error) {
 		blob = append(blob, h[:]...)
 	}
 	res := wire.BlockMapResult{BlockSize: c.m.BlockSize, Size: c.m.Size, Blocks: n, First: a.First, Count: int(count), Applied: applied}
+	if a.First+count >= n {
+		m.mu.Lock()
+		m.mapCache = nil // the last piece: do not keep the map
+		m.mu.Unlock()
+	}
 	return res, blob, nil
 }
 

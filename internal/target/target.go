@@ -296,10 +296,4 @@ func (t *Target) Close() error {
 	return errors.Join(errs...)
 }
 
-func canonicalID(s string) (string, error) {
-	h := strings.ReplaceAll(strings.ToLower(s), "-", "")
-	if len(h) != 32 || strings.Trim(h, "0123456789abcdef") != "" {
-		return "", fmt.Errorf("%q is not a machine id (32 hex digits)", s)
-	}
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
-}
+func canonicalID(s string) (string, error) { return wire.CanonicalMachineID(s) }

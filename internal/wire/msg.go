@@ -2,6 +2,8 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/standby-dr/standby/internal/journal"
 )
@@ -143,4 +145,15 @@ type DrainArgs struct {
 // DrainResult is the result of MethodDrain.
 type DrainResult struct {
 	Applied journal.Pos `json:"applied"`
+}
+
+// CanonicalMachineID returns a machine id in its one accepted form: 32 hex
+// digits, lowercase, dashed as a UUID. Only hex digits and dashes pass, so
+// an id can never name a path outside a directory it is joined to.
+func CanonicalMachineID(s string) (string, error) {
+	h := strings.ReplaceAll(strings.ToLower(s), "-", "")
+	if len(h) != 32 || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a machine id (32 hex digits)", s)
+	}
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
 }
