@@ -1,30 +1,28 @@
 package process
 
-// adaptive decides, segment by segment, whether zstd pays: compressing is
-// worth it only while the link to the master target is slower than the
-// compressor (a WAN); on a fast link it would only slow forwarding down.
-// It keeps moving averages of both rates and measures the compressor again
-// every probeEvery segments.
+// adaptive decides, segment by segment, whether zstd pays. Compressing
+// costs the process server's CPU and saves WAN bytes; it slows forwarding
+// down only when the compressor itself is the bottleneck: there is a
+// backlog, and the forwarder spends longer compressing a segment than
+// waiting for the link and the master target to take one. Then it sends
+// plain op streams (zero elimination and dedup still apply), measuring the
+// compressor again every probeEvery segments.
 type adaptive struct {
-	link  float64 // wire bytes per second the link took (sends, including waits)
-	zstd  float64 // segment bytes per second the compressor packed
-	ratio float64 // packed/segment bytes when compressed
-	n     int
+	pack float64 // seconds to pack a segment with zstd (moving average)
+	wait float64 // seconds spent waiting for the link and target per segment
+	n    int
 }
 
 const probeEvery = 16
 
-// compress says whether to compress the next segment.
-func (a *adaptive) compress() bool {
+// compress says whether to compress the next segment; backlog is whether
+// more segments wait in the cache behind it.
+func (a *adaptive) compress(backlog bool) bool {
 	a.n++
-	if a.link == 0 || a.zstd == 0 || a.n%probeEvery == 0 {
+	if !backlog || a.pack == 0 || a.n%probeEvery == 0 {
 		return true
 	}
-	// Seconds per segment byte: compressing is bound by the slower of the
-	// compressor and the link carrying the smaller output.
-	with := max(1/a.zstd, a.ratio/a.link)
-	without := 1 / a.link
-	return with < without
+	return a.wait >= a.pack
 }
 
 func ewma(old, v float64) float64 {
@@ -34,17 +32,10 @@ func ewma(old, v float64) float64 {
 	return 0.7*old + 0.3*v
 }
 
-// packed records a compressed segment: in bytes became out in secs.
-func (a *adaptive) packed(in, out int64, secs float64) {
-	if secs > 0 && in > 0 {
-		a.zstd = ewma(a.zstd, float64(in)/secs)
-		a.ratio = ewma(a.ratio, float64(out)/float64(in))
-	}
-}
+// packed records how long compressing a segment took.
+func (a *adaptive) packed(secs float64) { a.pack = ewma(a.pack, secs) }
 
-// sent records a send of n wire bytes that took secs.
-func (a *adaptive) sent(n int64, secs float64) {
-	if secs > 0 && n > 0 {
-		a.link = ewma(a.link, float64(n)/secs)
-	}
-}
+// waited records how long the forwarder waited, for one segment, for room
+// in its window and for the link to take the bytes (bandwidth limit
+// included).
+func (a *adaptive) waited(secs float64) { a.wait = ewma(a.wait, secs) }

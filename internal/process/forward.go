@@ -170,8 +170,14 @@ func (f *forwarder) session(ctx context.Context) error {
 	ping := time.NewTicker(2 * time.Second)
 	defer ping.Stop()
 	var buf []byte
+	var waitAcc float64     // seconds waited for the window since the last send
+	var blockedAt time.Time // when the window filled, if it is full
 	for {
 		if s.inflight() < f.p.o.Window {
+			if !blockedAt.IsZero() {
+				waitAcc += time.Since(blockedAt).Seconds()
+				blockedAt = time.Time{}
+			}
 			ref, ok := f.p.spool.Next(f.id, s.sent)
 			if ok {
 				seg, err := f.p.spool.ReadSegment(ref)
@@ -179,7 +185,8 @@ func (f *forwarder) session(ctx context.Context) error {
 					return err
 				}
 				var st segpack.Stats
-				compress := !f.p.o.Adaptive || f.ad.compress()
+				backlog := f.p.spool.Stats()[f.id].Segments > s.inflight()+1
+				compress := !f.p.o.Adaptive || f.ad.compress(backlog)
 				packer.SetCompress(compress)
 				t0 := time.Now()
 				buf, st, err = packer.Pack(buf[:0], seg)
@@ -187,7 +194,7 @@ func (f *forwarder) session(ctx context.Context) error {
 					return fmt.Errorf("pack segment %d..%d: %w", ref.FirstSeq, ref.LastSeq, err)
 				}
 				if compress {
-					f.ad.packed(st.In, st.Out, time.Since(t0).Seconds())
+					f.ad.packed(time.Since(t0).Seconds())
 				}
 				t1 := time.Now()
 				if err := f.p.limit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
@@ -197,7 +204,8 @@ func (f *forwarder) session(ctx context.Context) error {
 				if err := c.Send(wire.TypePacked, buf); err != nil {
 					return err
 				}
-				f.ad.sent(int64(len(buf)), time.Since(t1).Seconds())
+				f.ad.waited(waitAcc + time.Since(t1).Seconds())
+				waitAcc = 0
 				s.sent = ref.LastSeq
 				f.p.counters.add(len(seg), len(buf))
 				f.update(func() {
@@ -209,6 +217,8 @@ func (f *forwarder) session(ctx context.Context) error {
 				})
 				continue
 			}
+		} else if blockedAt.IsZero() {
+			blockedAt = time.Now()
 		}
 		select {
 		case <-sctx.Done():

@@ -87,3 +87,36 @@ func TestMetricsOnEveryRole(t *testing.T) {
 		}
 	}
 }
+
+// Adaptive compression compresses when the WAN is the bottleneck (here a
+// bandwidth limit): the packed bytes are well under the segment bytes.
+func TestAdaptiveCompressionOnASlowLink(t *testing.T) {
+	ctx := context.Background()
+	h := Start(t, Options{Disks: []int64{32 << 20}, Adaptive: true, Bandwidth: 4 << 20, Logger: testLogger(t), Agent: func(c *agent.Config) {
+		c.Journal.SegmentSize = "512KiB"
+	}})
+	h.WaitProtected(30 * time.Second)
+	d := h.DialDisk(ctx, 0)
+	r := rand.New(rand.NewPCG(4, 4))
+	words := []string{"standby ", "replica ", "journal ", "segment ", "bookmark ", "machine "}
+	buf := make([]byte, 64<<10)
+	for i := range 192 { // 12 MiB of text-like data
+		for j := 0; j < len(buf); {
+			j += copy(buf[j:], words[r.IntN(len(words))])
+		}
+		if _, err := d.WriteAt(buf, int64(i)*int64(len(buf))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq, err := h.Agent.Machine().Bookmark("written", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WaitApplied(60*time.Second, seq)
+	st := h.Process.Status()
+	t.Logf("forwarded %d segment bytes as %d", st.TargetBefore, st.TargetAfter)
+	if float64(st.TargetAfter) > 0.5*float64(st.TargetBefore) {
+		t.Errorf("a 4 MiB/s link carried %d bytes for %d of text: adaptive compression did not compress", st.TargetAfter, st.TargetBefore)
+	}
+	mustEqualLatest(t, h)
+}
