@@ -84,25 +84,57 @@ func (t *Target) serveData(c *wire.Conn) error {
 			}
 		}
 	}()
-	un, err := segpack.NewUnpacker(segpack.Options{})
-	if err != nil {
-		return err
-	}
-	var seg []byte
-	c.SetIdleTimeout(idleTimeout)
+	items := make(chan streamItem, 4)
+	go t.readStream(ctx, c, items)
 	for {
-		typ, p, err := c.Recv()
-		if err != nil {
-			return err
+		var it streamItem
+		select {
+		case it = <-items:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		switch typ {
-		case wire.TypePing:
-			continue
-		case wire.TypeRebase:
-			var r wire.Rebase
-			if err := wire.Decode(typ, p, &r); err != nil {
-				return err
+		for it.seg != nil {
+			// A backlog is applied as one batch: one image fsync and one
+			// state write for all of it.
+			batch, wireBytes, segBytes := [][]byte{it.seg}, it.wire, len(it.seg)
+			it = streamItem{}
+		more:
+			for segBytes < maxBatch {
+				select {
+				case next := <-items:
+					if next.seg == nil {
+						it = next
+						break more
+					}
+					batch = append(batch, next.seg)
+					wireBytes += next.wire
+					segBytes += len(next.seg)
+				default:
+					break more
+				}
 			}
+			_, err := m.rep.ApplyBatch(ctx, batch)
+			m.mu.Lock()
+			m.bytesIn += uint64(wireBytes)
+			m.bytesOut += uint64(segBytes)
+			m.segments += uint64(len(batch))
+			m.mu.Unlock()
+			if aerr := ack(false); aerr != nil {
+				return aerr
+			}
+			if err != nil {
+				c.SendError(t.classify(err, m))
+				return fmt.Errorf("apply segment: %w", err)
+			}
+		}
+		switch {
+		case it.err != nil:
+			if it.reply != nil {
+				c.SendError(it.reply)
+			}
+			return it.err
+		case it.rebase != nil:
+			r := it.rebase
 			if err := m.rep.Rebase(ctx, r.Pos, r.Epoch); err != nil {
 				c.SendError(t.classify(err, m))
 				return err
@@ -111,28 +143,73 @@ func (t *Target) serveData(c *wire.Conn) error {
 			if err := ack(true); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// maxBatch bounds the segment bytes applied as one batch.
+const maxBatch = 64 << 20
+
+// streamItem is one frame of a data stream, decoded: a segment (unpacked),
+// a rebase, or the error that ended the stream (with the Error frame to
+// send, if the peer is at fault).
+type streamItem struct {
+	seg    []byte
+	wire   int // bytes on the wire
+	rebase *wire.Rebase
+	err    error
+	reply  *wire.Error
+}
+
+// readStream reads and unpacks a data stream's frames ahead of the apply
+// loop, so that receiving and unpacking the next segments overlaps applying
+// the current ones. The last item it sends carries the error that ended
+// the stream.
+func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- streamItem) {
+	send := func(it streamItem) bool {
+		select {
+		case items <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	un, err := segpack.NewUnpacker(segpack.Options{})
+	if err != nil {
+		send(streamItem{err: err})
+		return
+	}
+	c.SetIdleTimeout(idleTimeout)
+	for {
+		typ, p, err := c.Recv()
+		if err != nil {
+			send(streamItem{err: err})
+			return
+		}
+		it := streamItem{wire: len(p)}
+		switch typ {
+		case wire.TypePing:
 			continue
+		case wire.TypeRebase:
+			var r wire.Rebase
+			if err := wire.Decode(typ, p, &r); err != nil {
+				send(streamItem{err: err})
+				return
+			}
+			it.rebase = &r
 		case wire.TypePacked:
-			if seg, err = un.Unpack(seg[:0], p); err != nil {
-				c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: "unpack segment: " + err.Error()})
-				return err
+			if it.seg, err = un.Unpack(nil, p); err != nil {
+				send(streamItem{err: err, reply: &wire.Error{Code: wire.CodeBadRequest, Message: "unpack segment: " + err.Error()}})
+				return
 			}
 		case wire.TypeSegment:
-			seg = append(seg[:0], p...)
+			it.seg = append([]byte(nil), p...)
 		default:
-			return fmt.Errorf("%w: %s frame on a data stream", wire.ErrProtocol, typ)
+			send(streamItem{err: fmt.Errorf("%w: %s frame on a data stream", wire.ErrProtocol, typ)})
+			return
 		}
-		if _, err := m.rep.Apply(ctx, seg); err != nil {
-			c.SendError(t.classify(err, m))
-			return fmt.Errorf("apply segment: %w", err)
-		}
-		m.mu.Lock()
-		m.bytesIn += uint64(len(p))
-		m.bytesOut += uint64(len(seg))
-		m.segments++
-		m.mu.Unlock()
-		if err := ack(false); err != nil {
-			return err
+		if !send(it) {
+			return
 		}
 	}
 }
