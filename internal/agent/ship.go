@@ -382,7 +382,11 @@ func (s *shipper) onAck(a wire.Ack) error {
 		n++
 	}
 	s.shipped = s.shipped[n:]
-	if a.Consistent && !s.comparing && s.m.Stats().DirtyBytes == 0 && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
+	dirty := s.m.Stats().DirtyBytes
+	if s.st.State == ReplProtected && (!a.Consistent || dirty > 0) {
+		s.st.State = ReplResyncing // an overflow: the replica catches up on resync records
+	}
+	if a.Consistent && !s.comparing && dirty == 0 && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
 		s.st.State = ReplProtected
 		s.a.log.Info("replica consistent: protected", "applied", a.Applied.Seq)
 	}

@@ -248,7 +248,11 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		// Passed through to the master target.
 		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{PeerRole: "target"})
 		if err != nil {
-			return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: err.Error(), Transient: true}
+			var we *wire.Error
+			if errors.As(err, &we) {
+				return nil, nil, we // the target's refusal, as it is
+			}
+			return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: err.Error(), Transient: wire.IsTransient(err)}
 		}
 		defer tc.Close()
 		var a wire.BlockMapArgs

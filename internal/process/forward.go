@@ -27,7 +27,7 @@ type forwarder struct {
 	recordTime int64
 	consistent bool
 	points     int
-	broken     *wire.Error // gap, fork or fenced from the target: the agent must act
+	broken     *wire.Error // a permanent refusal from the target (gap, fork, fenced, bad-request, ...): the agent must act
 	lastErr    string
 	changed    chan struct{} // closed and replaced on every state change
 	stats      forwardStats
@@ -336,8 +336,9 @@ func (s *sendState) ackUpTo(seq uint64) {
 }
 
 // drain waits until every spooled segment of the machine is applied at the
-// master target, or, when the target refused the stream (gap, fork), drops
-// them: the agent is about to resynchronise.
+// master target, or, when the target refused the stream (any permanent
+// refusal but fenced), drops them once: the agent is about to
+// resynchronise. A refusal that comes back after that is the answer.
 func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
 	cleared := false
 	for {

@@ -11,8 +11,10 @@
 // Backpressure: a full cache delays the acknowledgement of the agent's next
 // segment (its shipping window fills and its bounded journal then degrades
 // to the dirty bitmap); an unreachable master target only fills the cache.
-// Errors the agent must act on (gap, fork: resynchronise; fenced: stop)
-// are passed to it; transient ones are retried here.
+// A permanent refusal by the master target is held for the machine: fenced
+// is passed to the agent (it stops); any other makes the agent's next Open
+// say "not consistent", so that it resynchronises, and its drain clears the
+// refusal. Transient errors are retried here.
 package process
 
 import (
@@ -84,7 +86,8 @@ func (c *counters) add(before, after int) {
 	c.mu.Unlock()
 }
 
-// New opens the cache and starts a forwarder for every machine in it.
+// New opens the cache and starts a forwarder for every machine whose Open is
+// recorded and whose segments are in the cache.
 func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

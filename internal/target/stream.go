@@ -215,8 +215,9 @@ func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- stre
 }
 
 // classify turns an apply error into the Error frame the process server
-// acts on: resynchronise (gap, fork), stop (fenced), drop the segment (a
-// corrupt one), or retry (anything else, like a full disk).
+// acts on: gap, fork and bad-request (a corrupt segment) are permanent and
+// lead to the agent's resynchronisation; fenced stops the agent; anything
+// else (a full disk) is transient and retried.
 func (t *Target) classify(err error, m *machine) *wire.Error {
 	st := m.rep.Status()
 	if we := wire.PosError(err, st.Applied); we != nil {
@@ -268,9 +269,9 @@ func (t *Target) call(call wire.Call) (any, []byte, *wire.Error) {
 }
 
 // blockMapPiece answers one piece of a disk's block map. The whole map is
-// computed on the first request of a comparison and kept while the replica
-// does not move (nothing is applied during a resync's comparison: the
-// process server drained first).
+// computed when a piece names another disk, block size or applied position
+// than the kept map's, and dropped after its last piece (nothing is applied
+// during a resync's comparison: the process server drained first).
 func (t *Target) blockMapPiece(a wire.BlockMapArgs) (any, []byte, *wire.Error) {
 	bad := func(err error) (any, []byte, *wire.Error) {
 		return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}

@@ -241,7 +241,8 @@ func (c *Conn) SendJSON(t Type, v any) error {
 	return c.Send(t, b)
 }
 
-// SendError sends an Error frame; the caller closes the connection after.
+// SendError sends an Error frame. On a data stream the caller closes the
+// connection after it; on a control connection it answers one call.
 func (c *Conn) SendError(e *Error) error {
 	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	defer c.nc.SetWriteDeadline(time.Time{})

@@ -18,7 +18,7 @@
 //	    Rebase{pos} (resync: next segment          │
 //	      continues from pos, not from applied) ──▶│
 //	                       ◀─────────────────────── Ack{durable, applied, applied_at, ...}
-//	    Ping ─────────────────────────────────────▶ (both ways, at least every 2 s)
+//	    Ping ─────────────────────────────────────▶ (clients, every 2 s; servers send Acks every second)
 //	                       ◀─────────────────────── Error{code, transient} and close
 //
 //	control connection, request/response:

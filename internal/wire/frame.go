@@ -14,7 +14,7 @@ type Type uint8
 const (
 	TypeHello   Type = 1  // client → server, JSON Hello
 	TypeWelcome Type = 2  // server → client, JSON Welcome
-	TypeError   Type = 3  // either way, JSON Error; the sender closes after it
+	TypeError   Type = 3  // either way, JSON Error; on a data stream the sender closes after it, on a control connection it answers one call
 	TypeOpen    Type = 4  // data: client → server, JSON Open
 	TypeOpened  Type = 5  // data: server → client, JSON Opened
 	TypeSegment Type = 6  // data: client → server, the verbatim bytes of one sealed segment
@@ -88,8 +88,8 @@ func readFrame(r io.Reader, buf []byte, max int) (Type, []byte, error) {
 	return t, buf, nil
 }
 
-// Decode unmarshals a JSON frame payload into v, refusing unknown fields
-// only where the message says so (messages are extended by adding fields).
+// Decode unmarshals a JSON frame payload into v. Unknown fields are
+// ignored: messages are extended by adding fields.
 func Decode(t Type, payload []byte, v any) error {
 	if err := json.Unmarshal(payload, v); err != nil {
 		return fmt.Errorf("%w: %s frame: %v", ErrProtocol, t, err)
