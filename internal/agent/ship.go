@@ -41,13 +41,16 @@ type ReplicationStatus struct {
 	RPOSeconds float64 `json:"rpo_seconds"`
 	// ResyncBytes is what the last comparison found to send; ResyncLeft
 	// what remains of it (progress of initial replication or a resync).
-	ResyncBytes  int64  `json:"resync_bytes"`
-	ResyncLeft   int64  `json:"resync_left"`
-	ComparedAt   string `json:"compared_at,omitempty"`
-	SentBytes    uint64 `json:"sent_bytes"`
-	SentSegments uint64 `json:"sent_segments"`
-	Points       int    `json:"points"`
-	LastError    string `json:"last_error,omitempty"`
+	ResyncBytes int64 `json:"resync_bytes"`
+	// CompareHashes is how many of the replica's tree hashes the last
+	// comparison fetched: its cost on the WAN, 32 bytes each.
+	CompareHashes int64  `json:"compare_hashes"`
+	ResyncLeft    int64  `json:"resync_left"`
+	ComparedAt    string `json:"compared_at,omitempty"`
+	SentBytes     uint64 `json:"sent_bytes"`
+	SentSegments  uint64 `json:"sent_segments"`
+	Points        int    `json:"points"`
+	LastError     string `json:"last_error,omitempty"`
 }
 
 // shipper sends the machine's sealed journal segments to a process server
@@ -71,6 +74,21 @@ type shipper struct {
 	shipped []shippedSegment
 
 	sealNow chan struct{} // an operator's bookmark: ship it without waiting for the interval
+
+	endSession context.CancelFunc // ends the current session (guarded by mu)
+}
+
+// RequestResync makes the shipper compare the disks with the replica again
+// (an operator's request: after restoring a disk from elsewhere, say), by
+// ending the current session; the next one compares.
+func (s *shipper) RequestResync() {
+	s.mu.Lock()
+	s.needResync = true
+	end := s.endSession
+	s.mu.Unlock()
+	if end != nil {
+		end()
+	}
 }
 
 // shipSoon seals the active segment at once, so that a bookmark just taken
@@ -165,6 +183,8 @@ func (s *shipper) run(ctx context.Context) {
 			s.needResync = true
 			s.mu.Unlock()
 			backoff = 200 * time.Millisecond
+		case errors.Is(err, context.Canceled):
+			backoff = 0 // an operator's resync ended the session: start the next at once
 		case err != nil && !wire.IsTransient(err):
 			// Retrying may not help (a refused certificate, a protocol
 			// mismatch): say so loudly, and retry slowly.
@@ -183,7 +203,7 @@ func (s *shipper) run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = max(200*time.Millisecond, min(2*backoff, 5*time.Second))
 	}
 }
 
@@ -208,6 +228,9 @@ func (s *shipper) session(ctx context.Context) error {
 	defer c.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.mu.Lock()
+	s.endSession = cancel
+	s.mu.Unlock()
 	stop := context.AfterFunc(sctx, func() { c.Close() })
 	defer stop()
 	if err := c.SendJSON(wire.TypeOpen, s.open()); err != nil {
@@ -217,7 +240,10 @@ func (s *shipper) session(ctx context.Context) error {
 	if err := c.Expect(wire.TypeOpened, &op); err != nil {
 		return err
 	}
-	s.onAck(wire.Ack{Durable: op.Durable, Applied: op.Applied, Consistent: op.Consistent})
+	s.mu.Lock()
+	points := s.st.Points
+	s.mu.Unlock()
+	s.onAck(wire.Ack{Durable: op.Durable, Applied: op.Applied, Consistent: op.Consistent, Points: points})
 	sent := op.Durable.Seq
 	s.mu.Lock()
 	resync := s.needResync || !op.Consistent || !s.continues(op.Durable)
@@ -500,9 +526,11 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	return pos0, nil
 }
 
-// compare fetches the replica's block map of every disk through the
-// process server (after it forwarded everything it holds) and returns the
-// ranges where this machine's disks differ. Holes are skipped locally.
+// compare hashes this machine's disks (holes skipped locally) and compares
+// each disk's hash tree with the replica's, level by level, through the
+// process server (after it forwarded everything it holds): equal regions
+// cost one hash at the highest level where they are equal. It returns the
+// ranges that differ.
 func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 	cc, err := s.dial(ctx, wire.StreamControl)
 	if err != nil {
@@ -513,11 +541,8 @@ func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 		return nil, fmt.Errorf("drain the process server: %w", err)
 	}
 	var out []capture.Extent
+	var hashes int64
 	for i, d := range s.m.Disks() {
-		theirs, err := fetchBlockMap(ctx, cc, s.m.ID(), i)
-		if err != nil {
-			return nil, fmt.Errorf("block map of the replica's disk %s: %w", d.Name(), err)
-		}
 		f := s.a.files[i]
 		holes, err := fileHoles(f, d.Size())
 		if err != nil {
@@ -527,44 +552,55 @@ func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hash disk %s: %w", d.Name(), err)
 		}
-		rs, err := blockmap.Diff(ours, theirs)
+		tree, err := blockmap.NewTree(ours, treeFanout, d.Size())
 		if err != nil {
-			return nil, fmt.Errorf("compare disk %s: %w", d.Name(), err)
+			return nil, fmt.Errorf("hash tree of disk %s: %w", d.Name(), err)
 		}
+		rs, n, err := compareTree(ctx, cc, s.m.ID(), i, tree)
+		if err != nil {
+			return nil, fmt.Errorf("compare disk %s with the replica: %w", d.Name(), err)
+		}
+		hashes += n
 		for _, r := range rs {
 			out = append(out, capture.Extent{Disk: i, Offset: r.Off, Length: min(r.Len, d.Size()-r.Off)})
 		}
 	}
+	s.mu.Lock()
+	s.st.CompareHashes = hashes
+	s.mu.Unlock()
 	return out, nil
 }
 
-// fetchBlockMap assembles a disk's block map at the replica from pieces.
-func fetchBlockMap(ctx context.Context, cc *wire.Conn, machine string, disk int) (*blockmap.Map, error) {
-	var m *blockmap.Map
-	for first := int64(0); ; {
-		var res wire.BlockMapResult
-		blob, err := cc.CallJSON(ctx, wire.MethodBlockMap, wire.BlockMapArgs{Machine: machine, Disk: disk, BlockSize: blockSize, First: first}, &res)
+// compareTree runs the level-by-level comparison of one disk's tree with
+// the replica's and returns the differing ranges and the number of remote
+// hashes it took.
+func compareTree(ctx context.Context, cc *wire.Conn, machine string, disk int, tree *blockmap.Tree) ([]blockmap.Range, int64, error) {
+	cmp := blockmap.NewCompare(tree)
+	for {
+		req, ok := cmp.Next(wire.MaxTreeNodes)
+		if !ok {
+			return cmp.Ranges(), cmp.Received(), nil
+		}
+		b, err := blockmap.AppendNodes(nil, req)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		if m == nil {
-			if res.BlockSize != blockSize || res.Blocks < 0 || res.Blocks > 1<<40 {
-				return nil, fmt.Errorf("%w: block map of %d blocks of %d bytes", wire.ErrProtocol, res.Blocks, res.BlockSize)
-			}
-			m = &blockmap.Map{BlockSize: res.BlockSize, Size: res.Size, Hashes: make([]blockmap.Hash, 0, res.Blocks)}
+		blob, err := cc.CallJSON(ctx, wire.MethodTree, wire.TreeArgs{Machine: machine, Disk: disk, Request: b}, &wire.TreeResult{})
+		if err != nil {
+			return nil, 0, err
 		}
-		if res.First != first || len(blob) != res.Count*blockmap.HashSize || res.Count == 0 && first < res.Blocks {
-			return nil, fmt.Errorf("%w: block map piece at %d: got %d hashes from %d", wire.ErrProtocol, first, res.Count, res.First)
+		ans, err := blockmap.DecodeNodes(blob)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: tree answer: %v", wire.ErrProtocol, err)
 		}
-		for i := 0; i < res.Count; i++ {
-			m.Hashes = append(m.Hashes, blockmap.Hash(blob[i*blockmap.HashSize:]))
-		}
-		first += int64(res.Count)
-		if first >= res.Blocks {
-			return m, m.Validate()
+		if err := cmp.Receive(ans); err != nil {
+			return nil, 0, fmt.Errorf("%w: tree answer: %v", wire.ErrProtocol, err)
 		}
 	}
 }
+
+// treeFanout is the children per node of the comparison's hash trees.
+const treeFanout = 64
 
 // blockSize is the comparison granularity: capture's dirty-bitmap chunk.
 const blockSize = capture.DefaultChunkSize

@@ -83,6 +83,14 @@ func (a *Agent) statusHandler() http.Handler {
 		}
 		writeJSON(w, code, answer)
 	})
+	mux.HandleFunc("POST /resync", func(w http.ResponseWriter, r *http.Request) {
+		if a.ship == nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": "this agent does not replicate (no replication section)"})
+			return
+		}
+		a.ship.RequestResync()
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "the disks will be compared with the replica; only differing blocks are sent"})
+	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -244,8 +244,8 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		defer dcancel()
 		pos, err := f.drain(dctx)
 		return wire.DrainResult{Applied: pos}, nil, err
-	case wire.MethodBlockMap:
-		// Passed through to the master target.
+	case wire.MethodTree:
+		// Passed through to the master target, as it is.
 		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{PeerRole: "target"})
 		if err != nil {
 			var we *wire.Error
@@ -255,12 +255,8 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 			return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: err.Error(), Transient: wire.IsTransient(err)}
 		}
 		defer tc.Close()
-		var a wire.BlockMapArgs
-		if err := json.Unmarshal(call.Args, &a); err != nil {
-			return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
-		}
-		var res wire.BlockMapResult
-		blob, err := tc.CallJSON(ctx, call.Method, a, &res)
+		var res json.RawMessage
+		blob, err := tc.CallJSON(ctx, call.Method, call.Args, &res)
 		return res, blob, err
 	case wire.MethodStatus:
 		return s.Status(), nil, nil

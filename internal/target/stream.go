@@ -256,25 +256,33 @@ func (t *Target) call(call wire.Call) (any, []byte, *wire.Error) {
 		return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	}
 	switch call.Method {
-	case wire.MethodBlockMap:
-		var a wire.BlockMapArgs
+	case wire.MethodTree:
+		var a wire.TreeArgs
 		if err := json.Unmarshal(call.Args, &a); err != nil {
 			return bad(err)
 		}
-		return t.blockMapPiece(a)
+		return t.treeAnswer(a)
 	case wire.MethodStatus:
 		return t.Status(), nil, nil
 	}
 	return bad(fmt.Errorf("unknown method %q", call.Method))
 }
 
-// blockMapPiece answers one piece of a disk's block map. The whole map is
-// computed when a piece names another disk, block size or applied position
-// than the kept map's, and dropped after its last piece (nothing is applied
-// during a resync's comparison: the process server drained first).
-func (t *Target) blockMapPiece(a wire.BlockMapArgs) (any, []byte, *wire.Error) {
+// treeAnswer answers one level of a comparison of a disk's hash tree. The
+// tree is built from the replica's block map when a request names another
+// disk, other parameters or another applied position than the kept one's
+// (nothing is applied during a resync's comparison: the process server
+// drained first), and dropped a minute after its last use.
+func (t *Target) treeAnswer(a wire.TreeArgs) (any, []byte, *wire.Error) {
 	bad := func(err error) (any, []byte, *wire.Error) {
 		return nil, nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	req, err := blockmap.DecodeNodes(a.Request)
+	if err != nil {
+		return bad(fmt.Errorf("tree request: %w", err))
+	}
+	if req.Count() > wire.MaxTreeNodes || len(req.Hashes) > 0 {
+		return bad(fmt.Errorf("tree request of %d nodes (at most %d, and no hashes)", req.Count(), wire.MaxTreeNodes))
 	}
 	t.mu.Lock()
 	id, _ := canonicalID(a.Machine)
@@ -283,40 +291,41 @@ func (t *Target) blockMapPiece(a wire.BlockMapArgs) (any, []byte, *wire.Error) {
 	if !ok {
 		return bad(fmt.Errorf("no replica of machine %s", a.Machine))
 	}
+	disks := m.rep.Status().Disks
+	if a.Disk < 0 || a.Disk >= len(disks) {
+		return bad(fmt.Errorf("disk %d: the machine has %d disks", a.Disk, len(disks)))
+	}
+	if req.Params.Size != disks[a.Disk].Size {
+		return bad(fmt.Errorf("tree of %d bytes, disk %s has %d", req.Params.Size, disks[a.Disk].Name, disks[a.Disk].Size))
+	}
 	applied := m.rep.Status().Applied
 	m.mu.Lock()
-	c := m.mapCache
+	c := m.tree
 	m.mu.Unlock()
-	if c == nil || c.disk != a.Disk || c.blockSize != a.BlockSize || c.applied != applied {
-		bm, err := m.rep.BlockMap(t.ctx, a.Disk, a.BlockSize)
+	if c == nil || c.disk != a.Disk || c.params != req.Params || c.applied != applied {
+		bm, err := m.rep.BlockMap(t.ctx, a.Disk, req.Params.BlockSize)
 		if err != nil {
 			return bad(err)
 		}
-		c = &mapCache{disk: a.Disk, blockSize: a.BlockSize, applied: applied, m: bm}
-		m.mu.Lock()
-		m.mapCache = c
-		m.mu.Unlock()
+		tree, err := blockmap.NewTree(bm, req.Params.Fanout, req.Params.Size)
+		if err != nil {
+			return bad(err)
+		}
+		c = &treeCache{disk: a.Disk, params: req.Params, applied: applied, tree: tree}
 	}
-	n := int64(len(c.m.Hashes))
-	if a.First < 0 || a.First > n {
-		return bad(fmt.Errorf("block %d is outside the disk's %d blocks", a.First, n))
+	m.mu.Lock()
+	c.used = time.Now()
+	m.tree = c
+	m.mu.Unlock()
+	ans, err := c.tree.Answer(req)
+	if err != nil {
+		return bad(err)
 	}
-	count := int64(a.Count)
-	if count <= 0 || count > wire.MaxBlockMapBlocks {
-		count = wire.MaxBlockMapBlocks
+	blob, err := blockmap.AppendNodes(nil, ans)
+	if err != nil {
+		return bad(err)
 	}
-	count = min(count, n-a.First)
-	blob := make([]byte, 0, count*blockmap.HashSize)
-	for _, h := range c.m.Hashes[a.First : a.First+count] {
-		blob = append(blob, h[:]...)
-	}
-	res := wire.BlockMapResult{BlockSize: c.m.BlockSize, Size: c.m.Size, Blocks: n, First: a.First, Count: int(count), Applied: applied}
-	if a.First+count >= n {
-		m.mu.Lock()
-		m.mapCache = nil // the last piece: do not keep the map
-		m.mu.Unlock()
-	}
-	return res, blob, nil
+	return wire.TreeResult{Applied: applied}, blob, nil
 }
 
 // MachineStatus is one replica as the status call and /metrics see it.

@@ -60,15 +60,18 @@ type machine struct {
 	cancel   context.CancelFunc // of the current stream
 	done     chan struct{}      // closed when the current stream ends
 
-	bytesIn, bytesOut, segments uint64    // guarded by mu
-	mapCache                    *mapCache // guarded by mu
+	bytesIn, bytesOut, segments uint64     // guarded by mu
+	tree                        *treeCache // guarded by mu
 }
 
-// mapCache is the block map of one disk at one applied position.
-type mapCache struct {
-	disk, blockSize int
-	applied         journal.Pos
-	m               *blockmap.Map
+// treeCache is the hash tree of one disk at one applied position, kept
+// for the requests of one comparison.
+type treeCache struct {
+	disk    int
+	params  blockmap.Params
+	applied journal.Pos
+	tree    *blockmap.Tree
+	used    time.Time
 }
 
 // New opens every replica under o.DataDir and starts the pruning loop.
@@ -214,6 +217,11 @@ func (t *Target) pruneLoop() {
 		}
 		t.mu.Unlock()
 		for _, m := range ms {
+			m.mu.Lock()
+			if m.tree != nil && time.Since(m.tree.used) > time.Minute {
+				m.tree = nil // the comparison is over
+			}
+			m.mu.Unlock()
 			_, removed, err := m.rep.Prune(t.ctx)
 			if err != nil {
 				t.log.Warn("prune", "machine", m.id, "err", err)

@@ -3,6 +3,7 @@ package twosite
 import (
 	"context"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -89,4 +90,34 @@ func TestRestartedProcessServerForwardsWithoutTheAgent(t *testing.T) {
 		r, _, ok := h.Target.Lookup("web01")
 		return ok && r.Status().Applied.Seq >= seq
 	})
+}
+
+// Comparing equal disks costs next to nothing: the roots of the hash
+// trees match, and nothing is sent (a seeded copy, or an operator's
+// resync of a machine that is in step).
+func TestResyncOfEqualDisksSendsNothing(t *testing.T) {
+	h := Start(t, Options{Disks: []int64{64 << 20, 16 << 20}, Fill: fillHalf(8), Logger: testLogger(t)})
+	h.WaitProtected(30 * time.Second)
+	first := h.Replication()
+	resp, err := http.Post("http://"+h.Agent.StatusAddr().String()+"/resync", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /resync: %s", resp.Status)
+	}
+	h.WaitFor(30*time.Second, "a new comparison", func() bool {
+		r := h.Replication()
+		return r.ComparedAt != first.ComparedAt && r.State == "protected"
+	})
+	got := h.Replication()
+	t.Logf("initial: %d bytes sent, %d tree hashes fetched; again: %d bytes, %d hashes", first.ResyncBytes, first.CompareHashes, got.ResyncBytes, got.CompareHashes)
+	if got.ResyncBytes != 0 {
+		t.Errorf("comparing equal disks found %d bytes to send", got.ResyncBytes)
+	}
+	if got.CompareHashes > 2 { // one root per disk
+		t.Errorf("comparing equal disks fetched %d tree hashes, want one per disk", got.CompareHashes)
+	}
+	mustEqualLatest(t, h)
 }

@@ -103,11 +103,12 @@ type Reply struct {
 
 // Control methods.
 const (
-	// MethodBlockMap returns block hashes of one disk of a machine's
-	// replica at its apply frontier: BlockMapResult, and the hashes of
-	// blocks First..First+Count-1 (32 bytes each) in the Blob. A disk's
-	// map is fetched in pieces so that no frame outgrows the limit.
-	MethodBlockMap = "blockmap"
+	// MethodTree answers one level of a comparison of a disk's hash tree
+	// with the replica's at its apply frontier (docs/format/blockmap.md:
+	// the request is a nodes message in TreeArgs, the answer a nodes
+	// message in the Blob). Equal regions cost one hash each at the
+	// highest level where they are equal.
+	MethodTree = "tree"
 	// MethodDrain waits until the process server has forwarded every
 	// spooled segment of a machine and the master target applied them.
 	MethodDrain = "drain"
@@ -115,27 +116,22 @@ const (
 	MethodStatus = "status"
 )
 
-// BlockMapArgs are the arguments of MethodBlockMap.
-type BlockMapArgs struct {
-	Machine   string `json:"machine"`
-	Disk      int    `json:"disk"`
-	BlockSize int    `json:"block_size"`
-	First     int64  `json:"first"` // first block wanted
-	Count     int    `json:"count"` // blocks wanted at most; 0 or more than MaxBlockMapBlocks means MaxBlockMapBlocks
+// TreeArgs are the arguments of MethodTree.
+type TreeArgs struct {
+	Machine string `json:"machine"`
+	Disk    int    `json:"disk"`
+	// Request is a blockmap nodes request (blockmap.AppendNodes): the
+	// tree's parameters, a level, and runs of at most MaxTreeNodes nodes.
+	Request []byte `json:"request"`
 }
 
-// MaxBlockMapBlocks is the most hashes one blockmap reply carries (32 MiB).
-const MaxBlockMapBlocks = 1 << 20
-
-// BlockMapResult describes a blockmap reply.
-type BlockMapResult struct {
-	BlockSize int         `json:"block_size"`
-	Size      int64       `json:"size"`   // bytes of the disk
-	Blocks    int64       `json:"blocks"` // blocks of the disk
-	First     int64       `json:"first"`
-	Count     int         `json:"count"` // hashes in the blob
-	Applied   journal.Pos `json:"applied"`
+// TreeResult describes a MethodTree answer.
+type TreeResult struct {
+	Applied journal.Pos `json:"applied"` // the replica's frontier the tree is of
 }
+
+// MaxTreeNodes bounds the nodes one tree request names (2 MiB of hashes).
+const MaxTreeNodes = 1 << 16
 
 // DrainArgs are the arguments of MethodDrain.
 type DrainArgs struct {
