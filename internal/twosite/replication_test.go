@@ -125,11 +125,29 @@ func TestInitialReplicationThenPointsAreExact(t *testing.T) {
 			h.WAN.Restore()
 		}
 	}
+	// Then concurrent writes (4 in flight over 2 connections per disk
+	// set), with interval bookmarks every second: each point must be a
+	// consistent cut of them.
+	concurrentFrom := time.Now()
+	g2, err := loadgen.NewGenerator([]loadgen.Disk{h.DialDisk(ctx, 0), h.DialDisk(ctx, 1)}, loadgen.Options{Seed: 4, MaxBlocks: 8, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := g2.Run(ctx, 300); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond) // let interval bookmarks fall mid-run
+	}
+	if last, err = m.Bookmark("concurrent-end", false); err != nil {
+		t.Fatal(err)
+	}
 	h.WaitApplied(60*time.Second, last)
 	if got := h.Replication(); got.ComparedAt != r.ComparedAt {
 		t.Errorf("the WAN outage caused a resync (compared at %s, then %s): want catch-up from the cache", r.ComparedAt, got.ComparedAt)
 	}
-	log := g.Log()
+	log, log2 := g.Log(), g2.Log()
+	checked2 := 0
 	rep := h.Replica()
 	points := rep.Points()
 	checked := 0
@@ -143,14 +161,22 @@ func TestInitialReplicationThenPointsAreExact(t *testing.T) {
 				t.Errorf("point %d (%s): %v", p.ID, p.Label, err)
 			}
 			checked++
-		} else if strings.HasPrefix(p.Label, "interval") || p.Label == "resync-complete" {
-			if _, err := loadgen.Check(log, im); err != nil {
+		} else if strings.HasPrefix(p.Label, "interval") || p.Label == "resync-complete" || p.Label == "concurrent-end" {
+			l := log
+			if !p.Time.Before(concurrentFrom) {
+				l = log2
+			}
+			if _, err := loadgen.Check(l, im); err != nil {
 				t.Errorf("point %d (%s, seq %d): not a consistent cut: %v", p.ID, p.Label, p.Seq, err)
 			}
+			checked2++
 		}
 		done()
 	}
-	t.Logf("points %d, labelled %d, replication %+v", len(points), checked, h.Replication())
+	t.Logf("points %d, labelled %d, cuts checked %d, replication %+v", len(points), checked, checked2, h.Replication())
+	if checked2 < 3 { // resync-complete, an interval point in the concurrent phase, concurrent-end
+		t.Errorf("%d unlabelled points checked as cuts, want at least 3", checked2)
+	}
 	if checked != len(labels) {
 		t.Errorf("checked %d labelled points, want %d (points: %d)", checked, len(labels), len(points))
 	}
