@@ -13,30 +13,10 @@ import (
 )
 
 func newProcessCommand() command {
-	return command{
-		name:  "process",
-		short: "run a process server: cache agents' segments and forward them to a master target",
-		run: func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "process", "--config FILE")
-			config := fs.String("config", "", "configuration file (YAML), see configs/process.sample.yaml")
-			check := fs.Bool("check", false, "validate the configuration and exit")
-			if err := parseFlags(fs, args); err != nil {
-				return err
-			}
-			if *config == "" || fs.NArg() > 0 {
-				return usagef("process needs --config FILE and no arguments")
-			}
-			cfg, err := process.LoadConfig(*config)
-			if err != nil {
-				return err
-			}
-			if *check {
-				if err := cfg.Validate(); err != nil {
-					return fmt.Errorf("configuration:\n%w", err)
-				}
-				fmt.Fprintln(e.stdout, "configuration is valid")
-				return nil
-			}
+	return roleCommand("process", "run a process server: cache agents' segments and forward them to a master target",
+		"configs/process.sample.yaml",
+		func(path string) (*process.Config, error) { c, err := process.LoadConfig(path); return &c, err },
+		func(ctx context.Context, e *env, cfg *process.Config) error {
 			o, err := cfg.Options()
 			if err != nil {
 				return err
@@ -48,35 +28,14 @@ func newProcessCommand() command {
 			}
 			defer s.Close()
 			return serveRole(ctx, cfg.Listen, cfg.Status, s.Serve, s.Handler())
-		},
-	}
+		})
 }
 
 func newTargetCommand() command {
-	return command{
-		name:  "target",
-		short: "run a master target: apply machines' segments to replicas and keep recovery points",
-		run: func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "target", "--config FILE")
-			config := fs.String("config", "", "configuration file (YAML), see configs/target.sample.yaml")
-			check := fs.Bool("check", false, "validate the configuration and exit")
-			if err := parseFlags(fs, args); err != nil {
-				return err
-			}
-			if *config == "" || fs.NArg() > 0 {
-				return usagef("target needs --config FILE and no arguments")
-			}
-			cfg, err := target.LoadConfig(*config)
-			if err != nil {
-				return err
-			}
-			if *check {
-				if err := cfg.Validate(); err != nil {
-					return fmt.Errorf("configuration:\n%w", err)
-				}
-				fmt.Fprintln(e.stdout, "configuration is valid")
-				return nil
-			}
+	return roleCommand("target", "run a master target: apply machines' segments to replicas and keep recovery points",
+		"configs/target.sample.yaml",
+		func(path string) (*target.Config, error) { c, err := target.LoadConfig(path); return &c, err },
+		func(ctx context.Context, e *env, cfg *target.Config) error {
 			o, err := cfg.Options()
 			if err != nil {
 				return err
@@ -88,6 +47,37 @@ func newTargetCommand() command {
 			}
 			defer t.Close()
 			return serveRole(ctx, cfg.Listen, cfg.Status, t.Serve, t.Handler())
+		})
+}
+
+// roleCommand is the one shape of the server roles' commands: --config
+// FILE, --check to validate it, else run.
+func roleCommand[C interface{ Validate() error }](name, short, sample string, load func(string) (C, error), run func(context.Context, *env, C) error) command {
+	return command{
+		name:  name,
+		short: short,
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "--config FILE")
+			config := fs.String("config", "", "configuration file (YAML), see "+sample)
+			check := fs.Bool("check", false, "validate the configuration and exit")
+			if err := parseFlags(fs, args); err != nil {
+				return err
+			}
+			if *config == "" || fs.NArg() > 0 {
+				return usagef("%s needs --config FILE and no arguments", name)
+			}
+			cfg, err := load(*config)
+			if err != nil {
+				return err
+			}
+			if *check {
+				if err := cfg.Validate(); err != nil {
+					return fmt.Errorf("configuration:\n%w", err)
+				}
+				fmt.Fprintln(e.stdout, "configuration is valid")
+				return nil
+			}
+			return run(ctx, e, cfg)
 		},
 	}
 }

@@ -1,18 +1,15 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/standby-dr/standby/internal/capture"
+	"github.com/standby-dr/standby/internal/config"
 	"github.com/standby-dr/standby/internal/units"
 	"github.com/standby-dr/standby/internal/wire"
 )
@@ -124,14 +121,8 @@ func Defaults() Config {
 // are errors.
 func LoadConfig(path string) (Config, error) {
 	c := Defaults()
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if err := config.Load(path, &c); err != nil {
 		return c, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	if c.Replication != nil {
 		c.Replication.fillDefaults()
@@ -191,10 +182,8 @@ func (c *Config) Validate() error {
 	if c.Replication != nil {
 		errs = append(errs, c.Replication.validate()...)
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	if err := config.CheckLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,15 +1,12 @@
 package target
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/standby-dr/standby/internal/config"
 	"github.com/standby-dr/standby/internal/retention"
 	"github.com/standby-dr/standby/internal/wire"
 )
@@ -52,14 +49,8 @@ func Defaults() Config {
 // LoadConfig reads a YAML file over the defaults; unknown fields are errors.
 func LoadConfig(path string) (Config, error) {
 	c := Defaults()
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if err := config.Load(path, &c); err != nil {
 		return c, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
@@ -98,10 +89,8 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.PruneInterval); err != nil || d < time.Second || d > time.Hour {
 		bad("prune_interval: %q is not a duration in 1s..1h", c.PruneInterval)
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	if err := config.CheckLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
