@@ -121,3 +121,30 @@ func TestResyncOfEqualDisksSendsNothing(t *testing.T) {
 	}
 	mustEqualLatest(t, h)
 }
+
+// A replica whose epoch was raised (a failover elsewhere) fences the old
+// primary: the agent stops shipping and says so; its writes go on locally.
+func TestFencedAgentStopsShipping(t *testing.T) {
+	ctx := context.Background()
+	h := Start(t, Options{Disks: []int64{8 << 20}, Logger: testLogger(t)})
+	h.WaitProtected(30 * time.Second)
+	rep := h.Replica()
+	st := rep.Status()
+	if err := rep.Rebase(ctx, st.Applied, st.Epoch+1); err != nil {
+		t.Fatal(err)
+	}
+	d := h.DialDisk(ctx, 0)
+	if _, err := d.WriteAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Agent.Machine().Bookmark("after-fence", false); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor(30*time.Second, "the agent fenced", func() bool { return h.Replication().State == "fenced" })
+	if got := rep.Status().Applied; got != st.Applied {
+		t.Errorf("the fenced agent's segments were applied: %s, was %s", got, st.Applied)
+	}
+	if _, err := d.WriteAt(make([]byte, 4096), 4096); err != nil {
+		t.Errorf("writes after the fence: %v (the machine keeps running; only shipping stops)", err)
+	}
+}
