@@ -23,7 +23,7 @@ import (
 const (
 	ReplConnecting = "connecting"          // no stream to the process server
 	ReplInitial    = "initial-replication" // the first full comparison and copy
-	ReplResyncing  = "resynchronizing"     // a later comparison (gap, fork, unclean stop, overflow)
+	ReplResyncing  = "resynchronizing"     // a later comparison (gap, fork, POST /resync), or catching up after an overflow
 	ReplProtected  = "protected"           // delta shipping; the replica presents a consistent state
 	ReplFenced     = "fenced"              // the master target holds a newer epoch: shipping stopped
 )
@@ -185,6 +185,7 @@ func (s *shipper) run(ctx context.Context) {
 			backoff = 200 * time.Millisecond
 		case errors.Is(err, context.Canceled):
 			backoff = 0 // an operator's resync ended the session: start the next at once
+			err = nil
 		case err != nil && !wire.IsTransient(err):
 			// Retrying may not help (a refused certificate, a protocol
 			// mismatch): say so loudly, and retry slowly.

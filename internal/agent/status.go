@@ -88,6 +88,10 @@ func (a *Agent) statusHandler() http.Handler {
 			writeJSON(w, http.StatusConflict, map[string]string{"error": "this agent does not replicate (no replication section)"})
 			return
 		}
+		if a.ship.Status().State == ReplFenced {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": "this agent is fenced: the master target holds a newer epoch; shipping stopped"})
+			return
+		}
 		a.ship.RequestResync()
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "the disks will be compared with the replica; only differing blocks are sent"})
 	})

@@ -1,16 +1,31 @@
 package process
 
-// adaptive decides, segment by segment, whether zstd pays. Compressing
+import "sync"
+
+// adaptive decides, segment by segment, whether zstd pays. It is used by a
+// forwarder's session loop and its ack reader, so it locks. Compressing
 // costs the process server's CPU and saves WAN bytes; it slows forwarding
-// down only when the compressor itself is the bottleneck: there is a
-// backlog, and the forwarder spends longer compressing a segment than
-// waiting for the link and the master target to take one. Then it sends
-// plain op streams (zero elimination and dedup still apply), measuring the
-// compressor again every probeEvery segments.
+// down only when the compressor is the bottleneck: with a backlog, the
+// forwarder packs and then waits for the link and the master target, one
+// segment after another, so compressing a segment of n bytes is worth it
+// when packing it takes less time than waiting for the bytes it saves:
+//
+//	pack·n < wire·n·(1 − ratio)
+//
+// with pack the seconds per input byte zstd takes, wire the seconds per
+// byte sent the forwarder waits (window and link, bandwidth limit
+// included), and ratio the packed/input bytes. All three are moving
+// averages; the compressor is measured again every probeEvery segments.
+// Without a backlog it compresses: it only saves WAN bytes then.
 type adaptive struct {
-	pack float64 // seconds to pack a segment with zstd (moving average)
-	wait float64 // seconds spent waiting for the link and target per segment
-	n    int
+	mu    sync.Mutex
+	pack  float64 // seconds per input byte to pack with zstd
+	wire  float64 // seconds waited per byte sent
+	ratio float64 // packed/input bytes when compressed
+	n     int
+
+	// The downstream's rate is a ratio of decaying sums over acks.
+	waitSecs, waitBytes float64
 }
 
 const probeEvery = 16
@@ -18,11 +33,13 @@ const probeEvery = 16
 // compress says whether to compress the next segment; backlog is whether
 // more segments wait in the cache behind it.
 func (a *adaptive) compress(backlog bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.n++
-	if !backlog || a.pack == 0 || a.n%probeEvery == 0 {
+	if !backlog || a.pack == 0 || a.wire == 0 || a.n%probeEvery == 0 {
 		return true
 	}
-	return a.wait >= a.pack
+	return a.pack < a.wire*(1-a.ratio)
 }
 
 func ewma(old, v float64) float64 {
@@ -32,10 +49,33 @@ func ewma(old, v float64) float64 {
 	return 0.7*old + 0.3*v
 }
 
-// packed records how long compressing a segment took.
-func (a *adaptive) packed(secs float64) { a.pack = ewma(a.pack, secs) }
+// packed records a compressed segment: in bytes became out in secs.
+func (a *adaptive) packed(in, out int64, secs float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if in > 0 && secs > 0 {
+		a.pack = ewma(a.pack, secs/float64(in))
+		a.ratio = ewma(a.ratio, float64(out)/float64(in))
+	}
+}
 
-// waited records how long the forwarder waited, for one segment, for room
-// in its window and for the link to take the bytes (bandwidth limit
-// included).
-func (a *adaptive) waited(secs float64) { a.wait = ewma(a.wait, secs) }
+// limited records time spent waiting for the bandwidth limit: part of the
+// link's time, counted before the segment is sent.
+func (a *adaptive) limited(secs float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.waitSecs += max(secs, 0)
+}
+
+// downstream records that the link and the master target took secs to
+// acknowledge n wire bytes.
+func (a *adaptive) downstream(n int, secs float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n <= 0 {
+		return
+	}
+	a.waitSecs = 0.8*a.waitSecs + max(secs, 0)
+	a.waitBytes = 0.8*a.waitBytes + float64(n)
+	a.wire = a.waitSecs / a.waitBytes
+}

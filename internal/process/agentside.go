@@ -200,7 +200,7 @@ func (s *Server) putError(err error, id string) *wire.Error {
 	return &wire.Error{Code: wire.CodeInternal, Message: err.Error(), Transient: true}
 }
 
-// serveControl answers an agent's control calls: drain here, block maps
+// serveControl answers an agent's control calls: drain here, tree requests
 // from the master target.
 func (s *Server) serveControl(c *wire.Conn) error {
 	for {
@@ -226,7 +226,7 @@ func (s *Server) serveControl(c *wire.Conn) error {
 }
 
 func (s *Server) call(call wire.Call) (any, []byte, error) {
-	// A block map's first piece hashes a whole disk at the target.
+	// A comparison's first tree request hashes a whole disk at the target.
 	ctx, cancel := context.WithTimeout(s.ctx, time.Hour)
 	defer cancel()
 	switch call.Method {

@@ -33,8 +33,8 @@ type Config struct {
 	// or off.
 	BandwidthLimit string `yaml:"bandwidth_limit"`
 	// Compression is the zstd level: none, fastest, standard, better,
-	// best; or auto (fastest, but only while the link is slower than the
-	// compressor).
+	// best; or auto (fastest, skipped while the compressor is the
+	// bottleneck).
 	Compression string `yaml:"compression"`
 	// Status is an optional HTTP listener for /status and /metrics.
 	Status   string `yaml:"status,omitempty"`

@@ -170,14 +170,8 @@ func (f *forwarder) session(ctx context.Context) error {
 	ping := time.NewTicker(2 * time.Second)
 	defer ping.Stop()
 	var buf []byte
-	var waitAcc float64     // seconds waited for the window since the last send
-	var blockedAt time.Time // when the window filled, if it is full
 	for {
 		if s.inflight() < f.p.o.Window {
-			if !blockedAt.IsZero() {
-				waitAcc += time.Since(blockedAt).Seconds()
-				blockedAt = time.Time{}
-			}
 			ref, ok := f.p.spool.Next(f.id, s.sent)
 			if ok {
 				seg, err := f.p.spool.ReadSegment(ref)
@@ -194,18 +188,17 @@ func (f *forwarder) session(ctx context.Context) error {
 					return fmt.Errorf("pack segment %d..%d: %w", ref.FirstSeq, ref.LastSeq, err)
 				}
 				if compress {
-					f.ad.packed(time.Since(t0).Seconds())
+					f.ad.packed(st.In, st.Out, time.Since(t0).Seconds())
 				}
 				t1 := time.Now()
 				if err := f.p.limit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
 					return err
 				}
-				s.push(ref.LastSeq)
+				f.ad.limited(time.Since(t1).Seconds())
+				s.push(ref.LastSeq, len(buf))
 				if err := c.Send(wire.TypePacked, buf); err != nil {
 					return err
 				}
-				f.ad.waited(waitAcc + time.Since(t1).Seconds())
-				waitAcc = 0
 				s.sent = ref.LastSeq
 				f.p.counters.add(len(seg), len(buf))
 				f.update(func() {
@@ -217,8 +210,6 @@ func (f *forwarder) session(ctx context.Context) error {
 				})
 				continue
 			}
-		} else if blockedAt.IsZero() {
-			blockedAt = time.Now()
 		}
 		select {
 		case <-sctx.Done():
@@ -288,7 +279,9 @@ func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) er
 			f.applied, f.appliedAt, f.recordTime = a.Applied, a.AppliedAt, a.AppliedRecordTime
 			f.consistent, f.points = a.Consistent, a.Points
 		})
-		s.ackUpTo(a.Durable.Seq)
+		if n, secs := s.ackUpTo(a.Durable.Seq); n > 0 {
+			f.ad.downstream(n, secs)
+		}
 		if a.Rebased { // after the update: the agent's next Ack must not say consistent
 			select {
 			case s.rebased <- struct{}{}:
@@ -302,14 +295,23 @@ func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) er
 type sendState struct {
 	sent    uint64 // last sequence number sent (only the session loop touches it)
 	mu      sync.Mutex
-	pending []uint64 // last sequence numbers of unacknowledged segments
+	pending []sentSegment // unacknowledged, in order
+	since   time.Time     // the downstream has been busy since: the last ack, or the first send after idle
 	acked   chan struct{}
 	rebased chan struct{}
 }
 
-func (s *sendState) push(last uint64) {
+type sentSegment struct {
+	last uint64 // its last sequence number
+	wire int    // its bytes on the wire
+}
+
+func (s *sendState) push(last uint64, wire int) {
 	s.mu.Lock()
-	s.pending = append(s.pending, last)
+	if len(s.pending) == 0 {
+		s.since = time.Now()
+	}
+	s.pending = append(s.pending, sentSegment{last, wire})
 	s.mu.Unlock()
 }
 
@@ -319,13 +321,21 @@ func (s *sendState) inflight() int {
 	return len(s.pending)
 }
 
-func (s *sendState) ackUpTo(seq uint64) {
+// ackUpTo drops the segments the ack covers and returns their wire bytes
+// and how long the downstream (link and master target) took for them.
+func (s *sendState) ackUpTo(seq uint64) (bytes int, secs float64) {
 	s.mu.Lock()
 	n := 0
-	for n < len(s.pending) && s.pending[n] <= seq {
+	for n < len(s.pending) && s.pending[n].last <= seq {
+		bytes += s.pending[n].wire
 		n++
 	}
 	s.pending = s.pending[n:]
+	if n > 0 {
+		now := time.Now()
+		secs = now.Sub(s.since).Seconds()
+		s.since = now
+	}
 	s.mu.Unlock()
 	if n > 0 {
 		select {
@@ -333,6 +343,7 @@ func (s *sendState) ackUpTo(seq uint64) {
 		default:
 		}
 	}
+	return bytes, secs
 }
 
 // drain waits until every spooled segment of the machine is applied at the

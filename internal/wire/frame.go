@@ -21,7 +21,7 @@ const (
 	TypePacked  Type = 7  // data: client → server, one segment packed by internal/segpack
 	TypeRebase  Type = 8  // data: client → server, JSON Rebase
 	TypeAck     Type = 9  // data: server → client, JSON Ack
-	TypePing    Type = 10 // either way, empty; keeps idle connections checked
+	TypePing    Type = 10 // client → server (servers send Acks instead), empty; keeps idle connections checked
 	TypeCall    Type = 11 // control: client → server, JSON Call
 	TypeReply   Type = 12 // control: server → client, JSON Reply
 	TypeBlob    Type = 13 // control: server → client, raw bytes following a Reply with Blob set

@@ -73,8 +73,9 @@ type Rebase struct {
 	Epoch uint64      `json:"epoch"`
 }
 
-// Ack reports progress. Servers send one after each segment is durable and
-// whenever the applied position moves, and at least every second.
+// Ack reports progress. Servers send one once a segment (or a batch of
+// them, at the master target) is durable, whenever the applied position
+// moves, and at least every second.
 type Ack struct {
 	Durable journal.Pos `json:"durable"`
 	Applied journal.Pos `json:"applied"`
