@@ -109,10 +109,11 @@ func hammer(ctx context.Context, sock string, seed uint64, conns int) {
 			// A few requests in flight per connection.
 			for range 4 {
 				inner.Add(1)
+				rseed := r.Uint64() // drawn here: r is not shared
 				go func() {
 					defer inner.Done()
 					b := make([]byte, len(buf))
-					rr := rand.New(rand.NewPCG(r.Uint64(), 0))
+					rr := rand.New(rand.NewPCG(rseed, 0))
 					for ctx.Err() == nil {
 						n := int64(1 + rr.IntN(len(b)))
 						if rr.IntN(2) == 0 {
@@ -173,7 +174,8 @@ func TestSIGKILLReplayEquality(t *testing.T) {
 				p := startAgent(t, dir, disk)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
-				go func() { hammer(ctx, p.sock, r.Uint64(), 1+r.IntN(3)); close(done) }()
+				seed, conns := r.Uint64(), 1+r.IntN(3) // drawn here: r is not shared
+				go func() { hammer(ctx, p.sock, seed, conns); close(done) }()
 				time.Sleep(time.Duration(20+r.IntN(400)) * time.Millisecond)
 				p.kill(t)
 				cancel()

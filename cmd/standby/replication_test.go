@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,18 +30,44 @@ type roleProc struct {
 	name   string
 	args   []string
 	ready  string // status address that answers when the role is up
+	mu     sync.Mutex
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	done   chan struct{} // closed when the process has exited and been waited for
+	stderr *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer the process's output copier and the test
+// may use at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (p *roleProc) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(standbyBin, p.args...)
-	p.stderr = &bytes.Buffer{}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
+	cmd := exec.Command(standbyBin, p.args...)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done, p.stderr = cmd, done, stderr
+	p.mu.Unlock()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + p.ready + "/status")
@@ -49,17 +76,28 @@ func (p *roleProc) start() {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not start: %v\n%s", p.name, err, p.stderr)
+			p.t.Fatalf("%s did not start: %v\n%s", p.name, err, stderr)
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
 }
 
+// signal sends sig and waits for the process to exit. Safe to call from
+// several goroutines (a kill timer and the test) and more than once.
 func (p *roleProc) signal(sig syscall.Signal) {
-	if p.cmd != nil && p.cmd.ProcessState == nil {
-		p.cmd.Process.Signal(sig)
-		p.cmd.Wait()
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
 	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	cmd.Process.Signal(sig)
+	<-done
 }
 
 func freePort(t *testing.T) string {
