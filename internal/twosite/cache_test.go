@@ -89,10 +89,11 @@ func TestMetricsOnEveryRole(t *testing.T) {
 }
 
 // Adaptive compression compresses when the WAN is the bottleneck (here a
-// bandwidth limit): the packed bytes are well under the segment bytes.
+// 1 MiB/s bandwidth limit, far slower than zstd even on a loaded machine):
+// the packed bytes are well under the segment bytes.
 func TestAdaptiveCompressionOnASlowLink(t *testing.T) {
 	ctx := context.Background()
-	h := Start(t, Options{Disks: []int64{32 << 20}, Adaptive: true, Bandwidth: 4 << 20, Logger: testLogger(t), Agent: func(c *agent.Config) {
+	h := Start(t, Options{Disks: []int64{32 << 20}, Adaptive: true, Bandwidth: 1 << 20, Logger: testLogger(t), Agent: func(c *agent.Config) {
 		c.Journal.SegmentSize = "512KiB"
 	}})
 	h.WaitProtected(30 * time.Second)
@@ -100,7 +101,7 @@ func TestAdaptiveCompressionOnASlowLink(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	words := []string{"standby ", "replica ", "journal ", "segment ", "bookmark ", "machine "}
 	buf := make([]byte, 64<<10)
-	for i := range 192 { // 12 MiB of text-like data
+	for i := range 96 { // 6 MiB of text-like data
 		for j := 0; j < len(buf); {
 			j += copy(buf[j:], words[r.IntN(len(words))])
 		}
@@ -116,7 +117,7 @@ func TestAdaptiveCompressionOnASlowLink(t *testing.T) {
 	st := h.Process.Status()
 	t.Logf("forwarded %d segment bytes as %d", st.TargetBefore, st.TargetAfter)
 	if float64(st.TargetAfter) > 0.6*float64(st.TargetBefore) { // text packs to ~12%; the first segments may go plain while the estimate warms up
-		t.Errorf("a 4 MiB/s link carried %d bytes for %d of text: adaptive compression did not compress", st.TargetAfter, st.TargetBefore)
+		t.Errorf("a 1 MiB/s link carried %d bytes for %d of text: adaptive compression did not compress", st.TargetAfter, st.TargetBefore)
 	}
 	mustEqualLatest(t, h)
 }
