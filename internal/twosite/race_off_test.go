@@ -1,0 +1,5 @@
+//go:build !race
+
+package twosite
+
+const raceEnabled = false
