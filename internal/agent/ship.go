@@ -577,6 +577,7 @@ func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
 // hashes it took.
 func compareTree(ctx context.Context, cc *wire.Conn, machine string, disk int, tree *blockmap.Tree) ([]blockmap.Range, int64, error) {
 	cmp := blockmap.NewCompare(tree)
+	var applied *journal.Pos // every answer must come from the same replica state
 	for {
 		req, ok := cmp.Next(wire.MaxTreeNodes)
 		if !ok {
@@ -586,9 +587,18 @@ func compareTree(ctx context.Context, cc *wire.Conn, machine string, disk int, t
 		if err != nil {
 			return nil, 0, err
 		}
-		blob, err := cc.CallJSON(ctx, wire.MethodTree, wire.TreeArgs{Machine: machine, Disk: disk, Request: b}, &wire.TreeResult{})
+		var res wire.TreeResult
+		blob, err := cc.CallJSON(ctx, wire.MethodTree, wire.TreeArgs{Machine: machine, Disk: disk, Request: b}, &res)
 		if err != nil {
 			return nil, 0, err
+		}
+		if applied == nil {
+			applied = &res.Applied
+		} else if *applied != res.Applied {
+			// The replica moved during the comparison: the levels do not
+			// describe one tree. Compare again (a transient failure).
+			return nil, 0, &wire.Error{Code: wire.CodeUnavailable, Transient: true,
+				Message: fmt.Sprintf("the replica moved from %s to %s during the comparison", *applied, res.Applied)}
 		}
 		ans, err := blockmap.DecodeNodes(blob)
 		if err != nil {
