@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/nbd"
 )
@@ -553,7 +554,7 @@ func (m *Machine) syncFiles(segs []syncTarget, dirDirty, bitsDirty, disks bool) 
 		}
 	}
 	if dirDirty {
-		if err := syncDir(m.seg.dir); err != nil {
+		if err := fsutil.SyncDir(m.seg.dir); err != nil {
 			return fmt.Errorf("sync journal directory: %w", err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 )
 
@@ -82,7 +83,7 @@ func (m *Machine) recover(ctx context.Context) error {
 				return fmt.Errorf("sync recovered segment: %w", err)
 			}
 		}
-		if err := syncDir(m.seg.dir); err != nil {
+		if err := fsutil.SyncDir(m.seg.dir); err != nil {
 			return err
 		}
 		m.stats.Recovered = fmt.Sprintf("unclean stop (new boot: %v): %d damaged journal bytes cut, %d records re-applied, %d activity-log extents marked dirty",
@@ -231,7 +232,7 @@ func (m *Machine) removeFrom(paths []string) error {
 			return err
 		}
 	}
-	return syncDir(m.seg.dir)
+	return fsutil.SyncDir(m.seg.dir)
 }
 
 func fileSize(path string) int64 {

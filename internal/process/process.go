@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/segpack"
 	"github.com/standby-dr/standby/internal/spool"
 	"github.com/standby-dr/standby/internal/wire"
@@ -119,16 +120,6 @@ func New(o Options) (*Server, error) {
 // agent comes back.
 func opensDir(cacheDir string) string { return filepath.Join(cacheDir, "opens") }
 
-// syncDir makes a directory's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // saveOpen records a machine's Open (its id is canonical: Open checked it).
 func saveOpen(cacheDir string, op wire.Open) error {
 	if err := os.MkdirAll(opensDir(cacheDir), 0o700); err != nil {
@@ -138,25 +129,7 @@ func saveOpen(cacheDir string, op wire.Open) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(opensDir(cacheDir), op.Machine+".json")
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return err
-	}
-	return syncDir(opensDir(cacheDir))
+	return fsutil.WriteAtomic(filepath.Join(opensDir(cacheDir), op.Machine+".json"), b, nil)
 }
 
 func loadOpens(cacheDir string, log *slog.Logger) []wire.Open {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/nbd"
 )
 
@@ -73,7 +74,7 @@ func create(dir, machineID string, disks []DiskInfo, seed []string) (err error) 
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	return fsutil.SyncDir(parent)
 }
 
 // checkNew returns ErrExists unless dir is missing or an empty directory.
@@ -110,7 +111,7 @@ func populate(dir, id string, disks []DiskInfo, seed []string) error {
 		}
 	}
 	for _, d := range []string{currentDir, baseDir, segmentsDir} {
-		if err := syncDir(filepath.Join(dir, d)); err != nil {
+		if err := fsutil.SyncDir(filepath.Join(dir, d)); err != nil {
 			return err
 		}
 	}

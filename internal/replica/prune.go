@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/retention"
 )
 
@@ -201,5 +202,5 @@ func (r *Replica) removeSegments(entries []logEntry) error {
 			return err
 		}
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/standby-dr/standby/internal/fsutil"
 )
 
 // recover brings the files in line with state.json after a crash (Open).
@@ -75,7 +77,7 @@ func (r *Replica) redo(ctx context.Context, idxs []uint64) error {
 		if err := os.Remove(path); err != nil {
 			return err
 		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 			return err
 		}
 		r.log.Info("replica: removed unrecorded segment", "machine", r.st.MachineID, "path", path)
@@ -130,7 +132,7 @@ func (r *Replica) removeStale(st *state, idxs []uint64) error {
 		removed = true
 	}
 	if removed {
-		return syncDir(filepath.Join(r.dir, segmentsDir))
+		return fsutil.SyncDir(filepath.Join(r.dir, segmentsDir))
 	}
 	return nil
 }

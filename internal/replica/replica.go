@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/nbd"
 	"github.com/standby-dr/standby/internal/retention"
@@ -331,7 +332,7 @@ func (r *Replica) removeTemps() error {
 			removed = true
 		}
 		if removed {
-			if err := syncDir(d); err != nil {
+			if err := fsutil.SyncDir(d); err != nil {
 				return err
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 )
 
@@ -24,7 +25,7 @@ const (
 	segmentsDir = "segments"
 	imageExt    = ".img"
 	segExt      = ".seg"
-	tmpExt      = ".tmp"
+	tmpExt      = fsutil.TmpExt
 
 	stateVersion = 1
 )
@@ -196,55 +197,11 @@ func saveState(dir string, st *state) error {
 	return writeAtomic(filepath.Join(dir, stateName), append(b, '\n'))
 }
 
-// writeAtomic makes path hold b durably: a temporary file in the same
-// directory, fsync, rename, fsync of the directory. A crash leaves either
-// the old file or the new one, and at most a *.tmp file that Open removes.
-func writeAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*"+tmpExt)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := failpoint("before-rename"); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes the entries of dir (creations, renames, removals) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+// writeAtomic makes path hold b durably (fsutil.WriteAtomic): a crash
+// leaves either the old file or the new one, and at most a *.tmp file that
+// Open removes.
+func writeAtomic(path string, b []byte) error {
+	return fsutil.WriteAtomic(path, b, func() error { return failpoint("before-rename") })
 }
 
 func segName(index uint64) string { return fmt.Sprintf("%012d%s", index, segExt) }

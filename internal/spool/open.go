@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 )
 
@@ -133,7 +134,7 @@ func (s *Spool) load(m *machine) error {
 		changed = true
 	}
 	if changed {
-		if err := syncDir(m.dir); err != nil {
+		if err := fsutil.SyncDir(m.dir); err != nil {
 			return err
 		}
 	}

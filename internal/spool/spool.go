@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
 )
 
@@ -239,7 +240,7 @@ func (s *Spool) write(ctx context.Context, m *machine, path string, seg []byte) 
 // ensureDir creates the machine's directory, durably, if it is missing.
 func (s *Spool) ensureDir(m *machine) error {
 	if err := os.Mkdir(m.dir, 0o700); err == nil {
-		return syncDir(s.dir)
+		return fsutil.SyncDir(s.dir)
 	} else if !errors.Is(err, os.ErrExist) {
 		return err
 	}
@@ -340,7 +341,7 @@ func (s *Spool) Release(ctx context.Context, machineID string, upto uint64) erro
 		}
 		freed += g.size
 	}
-	errs = append(errs, syncDir(m.dir))
+	errs = append(errs, fsutil.SyncDir(m.dir))
 
 	// The state file is the truth now, whether or not every removal
 	// succeeded: a leftover file is removed at the next Open.
