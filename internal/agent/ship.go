@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"sync"
@@ -647,4 +646,3 @@ func fileHoles(f *os.File, size int64) ([]blockmap.Extent, error) {
 	return holes, nil
 }
 
-var _ io.ReaderAt = (*os.File)(nil)
