@@ -645,4 +645,3 @@ func fileHoles(f *os.File, size int64) ([]blockmap.Extent, error) {
 	}
 	return holes, nil
 }
-
