@@ -103,8 +103,8 @@ func (s *shipper) shipSoon() {
 }
 
 type shippedSegment struct {
-	last  uint64
-	first int64 // unix ns; 0 when unknown (written before this run)
+	firstSeq, last uint64
+	first          int64 // unix ns of its first record; 0 when unknown (written before this run)
 }
 
 func (s *shipper) set(fn func(*ReplicationStatus)) {
@@ -132,20 +132,13 @@ func (s *shipper) rpo(applied journal.Pos) float64 {
 	if applied.Seq >= pos.Seq {
 		return 0
 	}
-	s.mu.Lock()
-	for _, g := range s.shipped {
-		if g.last > applied.Seq && g.first != 0 {
-			s.mu.Unlock()
-			return max(0, time.Since(time.Unix(0, g.first)).Seconds())
-		}
-	}
-	s.mu.Unlock()
-	segs := s.m.Segments()
-	i := sort.Search(len(segs), func(i int) bool { return segs[i].LastSeq > applied.Seq })
-	for ; i < len(segs); i++ {
-		if segs[i].FirstTime != 0 {
-			return max(0, time.Since(time.Unix(0, segs[i].FirstTime)).Seconds())
-		}
+	// The oldest segment holding records after applied: one shipped and
+	// not yet applied, else one still in the journal. It must start right
+	// after applied; if not, records in between were shipped by an earlier
+	// run and their times are unknown.
+	first, known := s.oldestUnapplied(applied)
+	if known && first != 0 {
+		return max(0, time.Since(time.Unix(0, first)).Seconds())
 	}
 	// Segments from before this run carry no times: the last applied
 	// record's time bounds the loss window from above.
@@ -156,6 +149,25 @@ func (s *shipper) rpo(applied journal.Pos) float64 {
 		return -1
 	}
 	return max(0, time.Since(time.Unix(0, at)).Seconds())
+}
+
+// oldestUnapplied returns the first-record time of the oldest segment with
+// records after applied, if that segment starts right after applied.
+func (s *shipper) oldestUnapplied(applied journal.Pos) (first int64, ok bool) {
+	s.mu.Lock()
+	for _, g := range s.shipped {
+		if g.last > applied.Seq {
+			s.mu.Unlock()
+			return g.first, g.firstSeq <= applied.Seq+1
+		}
+	}
+	s.mu.Unlock()
+	segs := s.m.Segments()
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].LastSeq > applied.Seq })
+	if i < len(segs) {
+		return segs[i].FirstTime, segs[i].FirstSeq <= applied.Seq+1
+	}
+	return 0, false
 }
 
 // run ships until ctx ends.
@@ -319,7 +331,7 @@ func (s *shipper) ship(ctx context.Context, c *wire.Conn, sent uint64, p *pendin
 			s.st.SentBytes += uint64(n)
 			s.st.SentSegments++
 			if len(s.shipped) < 4096 {
-				s.shipped = append(s.shipped, shippedSegment{last: g.LastSeq, first: g.FirstTime})
+				s.shipped = append(s.shipped, shippedSegment{firstSeq: g.FirstSeq, last: g.LastSeq, first: g.FirstTime})
 			}
 			s.mu.Unlock()
 		}
