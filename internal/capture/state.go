@@ -2,7 +2,6 @@ package capture
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,12 +34,10 @@ type stateDisk struct {
 }
 
 func (s *state) machineID() ([16]byte, error) {
-	var id [16]byte
-	b, err := hex.DecodeString(strings.ReplaceAll(s.MachineID, "-", ""))
-	if err != nil || len(b) != 16 {
-		return id, fmt.Errorf("state: machine id %q is not a 128-bit hex id", s.MachineID)
+	id, err := journal.ParseMachineID(s.MachineID)
+	if err != nil {
+		return id, fmt.Errorf("state: machine id %w", err)
 	}
-	copy(id[:], b)
 	return id, nil
 }
 
@@ -51,8 +48,7 @@ func newMachineID() string {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	return journal.FormatMachineID(b)
 }
 
 // loadState reads state.json; ok is false when there is none yet.

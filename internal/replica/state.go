@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,22 +217,17 @@ func parseSegName(name string) (uint64, bool) {
 	return idx, name == segName(idx)
 }
 
-// parseMachineID returns the canonical form (lowercase, dashed UUID layout)
-// and the raw bytes of a machine id.
+// parseMachineID returns the canonical form and the raw bytes of a
+// machine id (journal.ParseMachineID).
 func parseMachineID(s string) (string, [16]byte, error) {
-	var id [16]byte
-	b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
-	if err != nil || len(b) != 16 {
-		return "", id, fmt.Errorf("%w: %q is not a 128-bit hex id", ErrMachineID, s)
+	id, err := journal.ParseMachineID(s)
+	if err != nil {
+		return "", id, fmt.Errorf("%w: %w", ErrMachineID, err)
 	}
-	copy(id[:], b)
-	return canonicalID(id), id, nil
+	return journal.FormatMachineID(id), id, nil
 }
 
-func canonicalID(id [16]byte) string {
-	h := hex.EncodeToString(id[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+func canonicalID(id [16]byte) string { return journal.FormatMachineID(id) }
 
 // validateDisks checks that every disk has a name usable as a file name
 // and a positive size, and that names are unique.

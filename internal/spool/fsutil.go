@@ -1,11 +1,10 @@
 package spool
 
 import (
-	"encoding/hex"
 	"fmt"
-	"strings"
 
 	"github.com/standby-dr/standby/internal/fsutil"
+	"github.com/standby-dr/standby/internal/journal"
 )
 
 const (
@@ -18,23 +17,17 @@ const (
 // zero padding makes lexical order the sequence order.
 func segName(first uint64) string { return fmt.Sprintf("%020d%s", first, segExt) }
 
-// parseMachineID returns the canonical form (lowercase, dashed UUID layout)
-// and the raw bytes of a machine id. Only hex digits and dashes are
-// accepted, so an id can never name a path outside the spool.
+// parseMachineID returns the canonical form and the raw bytes of a
+// machine id (journal.ParseMachineID).
 func parseMachineID(s string) (string, [16]byte, error) {
-	var id [16]byte
-	b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
-	if err != nil || len(b) != 16 {
-		return "", id, fmt.Errorf("%w: %q is not a 128-bit hex id", ErrMachineID, s)
+	id, err := journal.ParseMachineID(s)
+	if err != nil {
+		return "", id, fmt.Errorf("%w: %w", ErrMachineID, err)
 	}
-	copy(id[:], b)
-	return canonicalID(id), id, nil
+	return journal.FormatMachineID(id), id, nil
 }
 
-func canonicalID(id [16]byte) string {
-	h := hex.EncodeToString(id[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+func canonicalID(id [16]byte) string { return journal.FormatMachineID(id) }
 
 // writeAtomic makes path hold b durably (fsutil.WriteAtomic); check is
 // called just before the rename, and an error from it leaves path

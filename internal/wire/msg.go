@@ -2,8 +2,6 @@ package wire
 
 import (
 	"encoding/json"
-	"fmt"
-	"strings"
 
 	"github.com/standby-dr/standby/internal/journal"
 )
@@ -148,9 +146,9 @@ type DrainResult struct {
 // digits, lowercase, dashed as a UUID. Only hex digits and dashes pass, so
 // an id can never name a path outside a directory it is joined to.
 func CanonicalMachineID(s string) (string, error) {
-	h := strings.ReplaceAll(strings.ToLower(s), "-", "")
-	if len(h) != 32 || strings.Trim(h, "0123456789abcdef") != "" {
-		return "", fmt.Errorf("%q is not a machine id (32 hex digits)", s)
+	id, err := journal.ParseMachineID(s)
+	if err != nil {
+		return "", err
 	}
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
+	return journal.FormatMachineID(id), nil
 }
