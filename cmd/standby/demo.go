@@ -59,20 +59,31 @@ func newDemoCommand() command {
 	}
 }
 
+// workDir makes the demo's working directory when none was given; the
+// returned cleanup removes it unless --keep.
+func (o *demoOptions) workDir() (cleanup func(), err error) {
+	if o.dir != "" {
+		return func() {}, nil
+	}
+	if o.dir, err = os.MkdirTemp("", "standby-demo-"); err != nil {
+		return nil, err
+	}
+	if o.keep {
+		return func() {}, nil
+	}
+	dir := o.dir
+	return func() { os.RemoveAll(dir) }, nil
+}
+
 // runCaptureDemo is the one-site demo: the agent journals a workload, and
 // replaying the journal onto the starting image reproduces the disk.
 func runCaptureDemo(ctx context.Context, e *env, o demoOptions) error {
 	w := e.stdout
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "standby-demo-")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-		if !o.keep {
-			defer os.RemoveAll(d)
-		}
+	cleanup, err := o.workDir()
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	disk := filepath.Join(o.dir, "web01-root.img")
 	base := filepath.Join(o.dir, "web01-root.base.img")
 	step := func(format string, a ...any) { fmt.Fprintf(w, "==> "+format+"\n", a...) }

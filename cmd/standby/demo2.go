@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -26,16 +25,11 @@ import (
 // the replica checked against the source.
 func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	w := e.stdout
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "standby-demo-")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-		if !o.keep {
-			defer os.RemoveAll(d)
-		}
+	cleanup, err := o.workDir()
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	step := func(format string, a ...any) { fmt.Fprintf(w, "==> "+format+"\n", a...) }
 	log := e.logger("warn")
 	disk := filepath.Join(o.dir, "web01-root.img")
