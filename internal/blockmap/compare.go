@@ -201,3 +201,15 @@ func (c *Compare) Ranges() []Range { return c.ranges.out }
 // Received returns the number of remote node hashes received so far: the
 // cost of the comparison.
 func (c *Compare) Received() int64 { return c.received }
+
+// RootRequest is the request for the root of a tree with parameters p: a
+// client's probe of the remote tree before it hashes anything. A root of
+// ZeroHash means the remote disk reads as zeros, so every local block that
+// is not zero differs.
+func RootRequest(p Params) (*Nodes, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	w := levelWidths(p)
+	return &Nodes{Params: p, Level: len(w) - 1, Runs: []Run{{First: 0, Count: 1}}}, nil
+}

@@ -229,3 +229,31 @@ func TestCompareMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRootRequest: the probe asks for exactly the root, which a tree of a
+// zero disk answers with ZeroHash and any other with its root.
+func TestRootRequest(t *testing.T) {
+	for _, blocks := range []int64{1, 5, 17, 65} {
+		m := &Map{BlockSize: testBS, Size: blocks * testBS, Hashes: make([]Hash, blocks)}
+		zero := mustTree(t, m, 4, 0)
+		req, err := RootRequest(zero.Params())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.Level != zero.Levels()-1 || req.Count() != 1 {
+			t.Fatalf("%d blocks: request level %d count %d, want level %d count 1", blocks, req.Level, req.Count(), zero.Levels()-1)
+		}
+		ans, err := zero.Answer(req)
+		if err != nil || !ans.Hashes[0].IsZero() {
+			t.Fatalf("%d zero blocks: answer %v, %v; want ZeroHash", blocks, ans, err)
+		}
+		m.Hashes[blocks-1] = Hash{7}
+		other := mustTree(t, m, 4, 0)
+		if ans, err = other.Answer(req); err != nil || ans.Hashes[0] != other.Root() || ans.Hashes[0].IsZero() {
+			t.Fatalf("%d blocks, one set: answer %v, %v; want the root %s", blocks, ans, err, other.Root())
+		}
+	}
+	if _, err := RootRequest(Params{}); !errors.Is(err, ErrParams) {
+		t.Errorf("invalid params: err = %v, want ErrParams", err)
+	}
+}

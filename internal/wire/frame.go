@@ -25,12 +25,15 @@ const (
 	TypeCall    Type = 11 // control: client → server, JSON Call
 	TypeReply   Type = 12 // control: server → client, JSON Reply
 	TypeBlob    Type = 13 // control: server → client, raw bytes following a Reply with Blob set
+	TypeCopy    Type = 14 // data: client → server, one run of disk blocks (EncodeCopy), after a Rebase with Copy accepted
+	TypeCopyEnd Type = 15 // data: client → server, JSON CopyEnd: the copy is complete
 )
 
 var typeNames = map[Type]string{
 	TypeHello: "hello", TypeWelcome: "welcome", TypeError: "error", TypeOpen: "open",
 	TypeOpened: "opened", TypeSegment: "segment", TypePacked: "packed", TypeRebase: "rebase",
 	TypeAck: "ack", TypePing: "ping", TypeCall: "call", TypeReply: "reply", TypeBlob: "blob",
+	TypeCopy: "copy", TypeCopyEnd: "copy-end",
 }
 
 func (t Type) String() string {

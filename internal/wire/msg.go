@@ -69,6 +69,18 @@ type Opened struct {
 type Rebase struct {
 	Pos   journal.Pos `json:"pos"`
 	Epoch uint64      `json:"epoch"`
+	// Copy asks to send the differing blocks as Copy frames, straight into
+	// the replica's current images, instead of as journal records: only a
+	// replica without recovery points can take them (the Ack's Copy says
+	// whether it will). Segments follow the CopyEnd.
+	Copy bool `json:"copy,omitempty"`
+}
+
+// CopyEnd ends a copy: Frames Copy frames carried Bytes bytes of disk
+// (zero runs included), which the server checks against what it received.
+type CopyEnd struct {
+	Frames uint64 `json:"frames"`
+	Bytes  uint64 `json:"bytes"`
 }
 
 // Ack reports progress. Servers send one once a segment (or a batch of
@@ -84,6 +96,8 @@ type Ack struct {
 	AppliedRecordTime int64  `json:"applied_record_time,omitempty"`
 	Consistent        bool   `json:"consistent"`
 	Rebased           bool   `json:"rebased,omitempty"` // the last Rebase is durable
+	Copy              bool   `json:"copy,omitempty"`    // with Rebased: the replica takes Copy frames now
+	Copied            bool   `json:"copied,omitempty"`  // the last CopyEnd is durable: the copied blocks are in the replica
 	Points            int    `json:"points,omitempty"`  // recovery points retained at the target
 	Epoch             uint64 `json:"epoch,omitempty"`
 }
