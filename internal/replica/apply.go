@@ -25,6 +25,8 @@ type plan struct {
 	points     []Point     // from its bookmarks after from; ID, Log and Applied unset
 	consistent bool        // the replica's Consistent flag after it
 	lastTime   int64       // Time of its last record after from
+	ranges     []seedRange // what its records after from write, if lazy
+	lazy       bool        // the base is lazy: collect ranges, to seed them before applying
 }
 
 // fresh reports whether the segment brings records the replica lacks.
@@ -40,9 +42,10 @@ func (p *plan) fresh() bool { return p.to.Seq > p.from.Seq }
 // machine (ErrMachineID); one of an older epoch (ErrFenced); a gap or a
 // fork (a wrapped *journal.PosMismatchError with the evidence: the agent
 // must resynchronise, see Rebase); a record outside the disks
-// (ErrDiskRange). A segment entirely at or before the applied position
-// returns that position and writes nothing: retries are harmless. A
-// segment of a higher epoch raises the replica's epoch.
+// (ErrDiskRange); any segment while a copy is under way (ErrCopying). A
+// segment entirely at or before the applied position returns that position
+// and writes nothing: retries are harmless. A segment of a higher epoch
+// raises the replica's epoch.
 //
 // Once the segment is stored, Apply finishes the work even if ctx is
 // cancelled; an error after that point marks the replica ErrBroken until it
@@ -56,6 +59,9 @@ func (r *Replica) Apply(ctx context.Context, seg []byte) (journal.Pos, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return journal.Pos{}, fmt.Errorf("replica apply: %w", err)
+	}
+	if cur.Copying {
+		return journal.Pos{}, fmt.Errorf("replica apply: machine %s: %w", cur.MachineID, ErrCopying)
 	}
 	p, err := r.scan(cur, bytes.NewReader(seg))
 	if err != nil {
@@ -99,15 +105,24 @@ func (r *Replica) applyNothing(cur *state, p *plan) (journal.Pos, error) {
 }
 
 // applyStored takes a stored segment (log index idx, bytes src) through the
-// remaining durable steps: apply to current, fsync current, state.json.
-// Apply and Open's redo share it.
+// remaining durable steps: seed a lazy base, apply to current, fsync
+// current, state.json. Apply and Open's redo share it.
 func (r *Replica) applyStored(ctx context.Context, cur *state, p *plan, idx uint64, src io.Reader, size int64) error {
 	ctx = context.WithoutCancel(ctx) // a stored segment is applied whole
 	r.curMu.Lock()
-	err := applyRecords(ctx, src, r.cur, p.from.Seq, p.to.Seq)
+	err := r.seed(ctx, p.ranges)
+	if err != nil {
+		err = fmt.Errorf("seed base: %w", err)
+	} else {
+		err = applyRecords(ctx, src, r.cur, p.from.Seq, p.to.Seq, nil)
+		r.generation.Add(1)
+		if err != nil {
+			err = fmt.Errorf("apply to current: %w", err)
+		}
+	}
 	r.curMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("apply to current: %w", err)
+		return err
 	}
 	if err := failpoint("after-apply"); err != nil {
 		return err
@@ -168,7 +183,7 @@ func (r *Replica) scan(st *state, src io.Reader) (*plan, error) {
 	if h.FirstSeq > from.Seq+1 || h.FirstSeq == from.Seq+1 && h.PrevChain != from.Chain {
 		return nil, h.Continues(from) // a gap or a fork
 	}
-	p := &plan{hdr: h, from: from, consistent: st.Consistent, lastTime: st.LastRecord}
+	p := &plan{hdr: h, from: from, consistent: st.Consistent, lastTime: st.LastRecord, lazy: st.BaseGen > 0}
 	var rec journal.Record
 	for {
 		err := rd.Next(&rec)
@@ -200,6 +215,9 @@ func (r *Replica) scan(st *state, src io.Reader) (*plan, error) {
 func (p *plan) add(rec *journal.Record, pos journal.Pos) {
 	p.records++
 	p.lastTime = rec.Time
+	if p.lazy && rec.Kind != journal.KindBookmark {
+		p.ranges = append(p.ranges, seedRange{disk: int(rec.Disk), off: int64(rec.Offset), end: int64(rec.End())})
+	}
 	if rec.Flags&journal.FlagResync != 0 {
 		// The journal is not a consistent prefix until the resync is
 		// complete, which the agent marks with its next bookmark.
@@ -237,7 +255,9 @@ func checkRange(disks []DiskInfo, rec *journal.Record) error {
 
 // applyRecords applies the records with lo < seq ≤ hi of the segment read
 // from src to imgs. The segment is read and checked again as it goes.
-func applyRecords(ctx context.Context, src io.Reader, imgs []image, lo, hi uint64) error {
+// check, if not nil, is called with each change record before it is
+// applied; an error from it stops there.
+func applyRecords(ctx context.Context, src io.Reader, imgs []image, lo, hi uint64, check func(*journal.Record) error) error {
 	rd, err := journal.NewReader(src)
 	if err != nil {
 		return err
@@ -261,6 +281,11 @@ func applyRecords(ctx context.Context, src io.Reader, imgs []image, lo, hi uint6
 		}
 		if int(rec.Disk) >= len(imgs) {
 			return fmt.Errorf("%w: record %d names disk %d", ErrDiskRange, rec.Seq, rec.Disk)
+		}
+		if check != nil {
+			if err := check(&rec); err != nil {
+				return err
+			}
 		}
 		if err := applyRecord(ctx, imgs[rec.Disk].b, &rec); err != nil {
 			return fmt.Errorf("record %d: %w", rec.Seq, err)
@@ -297,14 +322,15 @@ func syncImages(imgs []image) error {
 	return nil
 }
 
-// applyFile applies the records (lo, hi] of the stored segment at path.
-func applyFile(ctx context.Context, path string, imgs []image, lo, hi uint64) error {
+// applyFile applies the records (lo, hi] of the stored segment at path
+// (check as for applyRecords).
+func applyFile(ctx context.Context, path string, imgs []image, lo, hi uint64, check func(*journal.Record) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := applyRecords(ctx, bufio.NewReaderSize(f, 64<<10), imgs, lo, hi); err != nil {
+	if err := applyRecords(ctx, bufio.NewReaderSize(f, 64<<10), imgs, lo, hi, check); err != nil {
 		return fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	return nil
@@ -316,7 +342,8 @@ func applyFile(ctx context.Context, path string, imgs []image, lo, hi uint64) er
 // segments after pos. Sequence numbers may go backwards. The replica is not
 // consistent from now until the next bookmark is applied, and points resume
 // there. epoch must not be lower than the replica's (else ErrFenced) and
-// becomes its epoch. Rebase is durable when it returns nil.
+// becomes its epoch. A copy under way (BeginCopy) ends: what it wrote
+// stays in current. Rebase is durable when it returns nil.
 func (r *Replica) Rebase(ctx context.Context, pos journal.Pos, epoch uint64) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -327,22 +354,33 @@ func (r *Replica) Rebase(ctx context.Context, pos journal.Pos, epoch uint64) err
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("replica rebase: %w", err)
 	}
-	switch {
-	case epoch == 0:
-		return errors.New("replica rebase: epoch 0: allowed: the machine's replication epoch, at least 1")
-	case epoch < cur.Epoch:
-		return fmt.Errorf("replica rebase: machine %s: %w: epoch %d, replica epoch %d", cur.MachineID, ErrFenced, epoch, cur.Epoch)
-	case pos.Seq == 0 && pos.Chain != 0:
-		return fmt.Errorf("replica rebase: position %s: the start of a journal has chain 0", pos)
+	if err := checkRebase(cur, pos, epoch); err != nil {
+		return fmt.Errorf("replica rebase: %w", err)
 	}
 	st := cur.clone()
 	st.Applied = pos
 	st.Epoch = epoch
 	st.Consistent = false
+	st.Copying = false
 	if err := saveState(r.dir, st); err != nil {
 		return fmt.Errorf("replica rebase: %w", err)
 	}
 	r.commit(st)
+	r.generation.Add(1)
 	r.log.Info("replica: rebased", "machine", st.MachineID, "seq", pos.Seq, "epoch", epoch, "from_seq", cur.Applied.Seq)
+	return nil
+}
+
+// checkRebase checks the arguments of Rebase and BeginCopy against the
+// replica in state cur.
+func checkRebase(cur *state, pos journal.Pos, epoch uint64) error {
+	switch {
+	case epoch == 0:
+		return errors.New("epoch 0: allowed: the machine's replication epoch, at least 1")
+	case epoch < cur.Epoch:
+		return fmt.Errorf("machine %s: %w: epoch %d, replica epoch %d", cur.MachineID, ErrFenced, epoch, cur.Epoch)
+	case pos.Seq == 0 && pos.Chain != 0:
+		return fmt.Errorf("position %s: the start of a journal has chain 0", pos)
+	}
 	return nil
 }

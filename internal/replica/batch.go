@@ -14,10 +14,11 @@ import (
 
 // ApplyBatch applies segs in order, as Apply would one by one, sharing the
 // durable steps: each segment is stored (written and fsynced), then all are
-// applied to the current images, which are fsynced once, and state.json is
-// written once. A master target with several segments waiting takes them
-// this way, so that a backlog costs one image fsync and one state write per
-// batch instead of per segment.
+// applied to the current images (after seeding a lazy base for all of
+// them), which are fsynced once, and state.json is written once. A master
+// target with several segments waiting takes them this way, so that a
+// backlog costs one image fsync and one state write per batch instead of
+// per segment.
 //
 // It returns the position after the last segment applied. If segment k
 // does not apply (the same errors as Apply), the segments before it are
@@ -32,6 +33,9 @@ func (r *Replica) ApplyBatch(ctx context.Context, segs [][]byte) (journal.Pos, e
 	}
 	if err := ctx.Err(); err != nil {
 		return cur.Applied, fmt.Errorf("replica apply: %w", err)
+	}
+	if cur.Copying {
+		return cur.Applied, fmt.Errorf("replica apply: machine %s: %w", cur.MachineID, ErrCopying)
 	}
 	type item struct {
 		p   *plan
@@ -83,11 +87,20 @@ func (r *Replica) ApplyBatch(ctx context.Context, segs [][]byte) (journal.Pos, e
 	}
 	ctx = context.WithoutCancel(ctx) // stored segments are applied whole
 	r.curMu.Lock()
+	var rs []seedRange
 	for _, it := range items {
-		if err = applyRecords(ctx, bytes.NewReader(it.seg), r.cur, it.p.from.Seq, it.p.to.Seq); err != nil {
-			err = fmt.Errorf("replica apply: segment %d..%d: apply to current: %w", it.p.hdr.FirstSeq, it.p.to.Seq, err)
-			break
+		rs = append(rs, it.p.ranges...)
+	}
+	if err = r.seed(ctx, rs); err != nil { // the whole batch, before any of it reaches current
+		err = fmt.Errorf("replica apply: seed base: %w", err)
+	} else {
+		for _, it := range items {
+			if err = applyRecords(ctx, bytes.NewReader(it.seg), r.cur, it.p.from.Seq, it.p.to.Seq, nil); err != nil {
+				err = fmt.Errorf("replica apply: segment %d..%d: apply to current: %w", it.p.hdr.FirstSeq, it.p.to.Seq, err)
+				break
+			}
 		}
+		r.generation.Add(1)
 	}
 	r.curMu.Unlock()
 	if err == nil {

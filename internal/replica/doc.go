@@ -47,6 +47,17 @@
 //     in-memory extent index of the records between the base and the point
 //     (last writer wins), else the base images; it pins the point against
 //     Prune. The latest view reads the current images live.
+//   - Lazy base, seeded: a base made by BeginCopy (base_gen ≥ 1) holds only
+//     its seeded blocks (a bitmap per disk, one bit per 4 KiB block); an
+//     unseeded block has not been written since, so current holds its
+//     content at the base. Before a record is applied to current, the
+//     unseeded blocks it writes are copied into the base and marked.
+//   - Copy: initial replication's path that writes each byte once. With no
+//     recovery point, BeginCopy drops the log and makes the base lazy;
+//     WriteCopy and ZeroCopy write current directly (no segment); EndCopy
+//     makes it durable. Apply refuses segments meanwhile (ErrCopying).
+//   - Generation: a counter in memory that changes whenever current may
+//     have changed, for caches of what is computed from current.
 //   - Roll: applying the stored records from the base up to the new base
 //     onto the base images, recorded in state.json before it starts so that
 //     a crash in the middle is finished by Open.

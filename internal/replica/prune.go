@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/standby-dr/standby/internal/fsutil"
+	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/retention"
 )
 
@@ -145,14 +146,23 @@ func (r *Replica) finishRoll(ctx context.Context) error {
 // base images and fsyncs them. A stop half way leaves the base between the
 // two positions, which only replaying from the recorded base repairs: the
 // records in between are all applied again, in order.
+//
+// On a lazy base every block those records write was seeded before they
+// reached current, so the roll only writes seeded blocks; checkSeeded
+// asserts it rather than let a roll write a block whose content at the
+// base the current image holds.
 func (r *Replica) rollBase(ctx context.Context, st *state, to logPos) error {
+	var check func(*journal.Record) error
+	if st.BaseGen > 0 {
+		check = r.checkSeeded
+	}
 	for _, e := range st.Log {
 		lo, hi := e.span(st.Base, to)
 		if lo == hi {
 			continue
 		}
 		path := filepath.Join(r.dir, segmentsDir, segName(e.Index))
-		if err := applyFile(ctx, path, r.base, lo, hi); err != nil {
+		if err := applyFile(ctx, path, r.base, lo, hi, check); err != nil {
 			return err
 		}
 	}

@@ -56,16 +56,19 @@ func (r *Replica) segmentFiles(st *state) ([]uint64, error) {
 // state.json: the segment file with the next log index. Its records after
 // the applied position may be on current in part, in full or not at all;
 // applying them again makes current the state after the segment (every
-// record sets bytes, so a replay in order is idempotent). A stored segment
-// that does not continue from the applied position, or one past the next
-// log index, cannot have been acknowledged and is removed.
+// record sets bytes, so a replay in order is idempotent). On a lazy base
+// the blocks they write are seeded first, which skips the blocks already
+// seeded: those hold their content from before any of the records. A
+// stored segment that does not continue from the applied position, or one
+// past the next log index, cannot have been acknowledged and is removed;
+// so is any while a copy is under way, as Apply refuses segments then.
 func (r *Replica) redo(ctx context.Context, idxs []uint64) error {
 	for _, idx := range idxs {
 		if idx < r.st.NextLog {
 			continue
 		}
 		path := filepath.Join(r.dir, segmentsDir, segName(idx))
-		if idx == r.st.NextLog {
+		if idx == r.st.NextLog && !r.st.Copying {
 			done, err := r.redoOne(ctx, idx, path)
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/standby-dr/standby/internal/fsutil"
@@ -68,14 +69,16 @@ type Status struct {
 	AppliedAt      time.Time   `json:"applied_at"`       // when the last Apply finished
 	LastRecordTime time.Time   `json:"last_record_time"` // agent time of the last applied record
 	Consistent     bool        `json:"consistent"`       // the frontier is a consistent state
+	Copying        bool        `json:"copying"`          // BeginCopy without EndCopy: Apply refuses segments
+	Generation     uint64      `json:"generation"`       // changes whenever current may have changed; not persisted
 	Segments       int         `json:"segments"`         // stored segments
 	Bytes          int64       `json:"bytes"`            // stored segment bytes
 	Points         int         `json:"points"`
 }
 
 // Replica is the replica store of one machine. Its methods are safe for
-// concurrent use: Apply, Rebase, Tag and Prune are serialised; Status,
-// Points, OpenPoint and BlockMap run alongside them.
+// concurrent use: Apply, Rebase, Tag, Prune and the copy methods are
+// serialised; Status, Points, OpenPoint and BlockMap run alongside them.
 type Replica struct {
 	dir  string
 	o    Options
@@ -85,11 +88,20 @@ type Replica struct {
 	cur  []image // current/<disk>.img
 	base []image // base/<disk>.img
 
+	// generation changes whenever current may have changed (after the
+	// change): a cache of anything computed from current keys on it. From 1
+	// at Open; not persisted.
+	generation atomic.Uint64
+
 	// Lock order: pmu, wmu, curMu, filesMu, mu.
 	pmu     sync.Mutex   // one Prune at a time: its base roll runs without wmu
 	wmu     sync.Mutex   // serialises changes of the state
 	filesMu sync.RWMutex // OpenPoint opens segment files under RLock; Prune deletes them under Lock
 	curMu   sync.RWMutex // Apply writes current under Lock; live reads take RLock
+
+	// Guarded by curMu.
+	seeded   []*seedMap // per disk, the lazy base's seeded bitmaps; nil if the base is not lazy
+	unsynced []int64    // per disk, bytes WriteCopy wrote to current since writeback was last started
 
 	mu     sync.Mutex // guards the fields below
 	st     *state     // as persisted; replaced, never modified in place
@@ -152,6 +164,11 @@ func (r *Replica) open(ctx context.Context) error {
 	if r.base, err = openImages(filepath.Join(r.dir, baseDir), st.Disks); err != nil {
 		return err
 	}
+	r.unsynced = make([]int64, len(st.Disks))
+	r.generation.Store(1)
+	if err := r.loadSeeded(); err != nil {
+		return err
+	}
 	return r.recover(ctx)
 }
 
@@ -189,8 +206,8 @@ func closeImages(imgs []image) error {
 // release closes every file the replica holds, writing nothing: what a
 // process that dies does.
 func (r *Replica) release() error {
-	err := errors.Join(closeImages(r.cur), closeImages(r.base))
-	r.cur, r.base = nil, nil
+	err := errors.Join(closeImages(r.cur), closeImages(r.base), closeSeedMaps(r.seeded))
+	r.cur, r.base, r.seeded = nil, nil, nil
 	if r.lock != nil {
 		err = errors.Join(err, r.lock.Close())
 		r.lock = nil
@@ -262,6 +279,8 @@ func (r *Replica) Status() Status {
 		Applied:    st.Applied,
 		AppliedAt:  st.AppliedAt,
 		Consistent: st.Consistent,
+		Copying:    st.Copying,
+		Generation: r.generation.Load(),
 		Segments:   len(st.Log),
 		Bytes:      st.bytes(),
 		Points:     len(st.Points),

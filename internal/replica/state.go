@@ -24,6 +24,7 @@ const (
 	segmentsDir = "segments"
 	imageExt    = ".img"
 	segExt      = ".seg"
+	seededExt   = ".seeded"
 	tmpExt      = fsutil.TmpExt
 
 	stateVersion = 1
@@ -90,11 +91,13 @@ type state struct {
 	LastRecord int64       `json:"last_record_time"`
 	Consistent bool        `json:"consistent"`
 	Base       logPos      `json:"base"`
+	BaseGen    uint64      `json:"base_gen,omitempty"` // 0: every block seeded; else the lazy base's generation
 	Roll       *logPos     `json:"roll,omitempty"`
 	Log        []logEntry  `json:"log"`
 	NextLog    uint64      `json:"next_log"`
 	Points     []Point     `json:"points"`
 	NextPoint  uint64      `json:"next_point"`
+	Copying    bool        `json:"copying,omitempty"` // BeginCopy without EndCopy (or Rebase) yet
 }
 
 // clone returns a deep copy that a mutator may change before persisting it.

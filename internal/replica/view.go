@@ -25,6 +25,7 @@ type View struct {
 	disks   []DiskInfo
 	readers []io.ReaderAt
 	files   []*os.File
+	lazy    bool // the base images are lazy: read them through lazyBase
 	once    sync.Once
 	err     error
 }
@@ -59,7 +60,9 @@ func (v *View) Close() error {
 // stored segments between the base and the point into an in-memory
 // extent index (last writer wins): its cost follows the journal between the
 // base and the point, not the disks' size. Reads go to the index, else to
-// the base image.
+// the base image; where a lazy base is not seeded, to the current image
+// (which then holds the base's content), so such a view reads current and
+// returns ErrClosed after the replica is closed.
 //
 // id 0 is the latest state: a live view of the current images, which move
 // as Apply proceeds (a read sees the state after some whole segment, never
@@ -120,7 +123,7 @@ func (r *Replica) pin(id uint64) (*View, []span, error) {
 	}
 	r.pins[id]++
 	r.mu.Unlock()
-	v := &View{r: r, point: st.Points[i], disks: slices.Clone(st.Disks)}
+	v := &View{r: r, point: st.Points[i], disks: slices.Clone(st.Disks), lazy: st.BaseGen > 0}
 	v.point.InUse = true
 	if err := v.openBase(r.dir); err != nil {
 		v.Close()
@@ -179,7 +182,11 @@ func (v *View) build(ctx context.Context, spans []span) error {
 		}
 	}
 	for i, d := range v.disks {
-		v.readers = append(v.readers, &indexedDisk{size: d.Size, index: buildIndex(chs[i]), base: v.files[i], files: segs})
+		var base io.ReaderAt = v.files[i]
+		if v.lazy {
+			base = &lazyBase{r: v.r, disk: i, f: v.files[i]}
+		}
+		v.readers = append(v.readers, &indexedDisk{size: d.Size, index: buildIndex(chs[i]), base: base, files: segs})
 	}
 	return nil
 }
