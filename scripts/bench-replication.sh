@@ -8,10 +8,10 @@
 #            sparse: realistic, partly compressible data
 #   initial  the agent starts on the image with an empty master target; time
 #            from its start to replication state "protected", against
-#            `cat IMAGE > /dev/null` (page cache dropped before both).
-#            The master target then folds the initial copy into its base
-#            images (its first prune); the delta test waits for that (at most
-#            120 s) so that it does not contend with it.
+#            `cat IMAGE > /dev/null` and against the floor of this machine,
+#            `cp --sparse=always IMAGE` to the same filesystem then `sync`
+#            (page cache dropped before each). The data goes as a copy
+#            straight into the new replica's images.
 #   delta    BENCH_DELTA of 4 KiB writes at random 4 KiB-aligned offsets over
 #            the whole disk (fio randwrite, norandommap, fixed seed, fresh
 #            random content per write) through the agent's NBD export; time
@@ -34,7 +34,7 @@
 #
 # Output: human-readable lines, then
 #   BENCH delta speedup_vs_rsync=<rsync s / standby s> speedup_vs_restic=<restic s / standby s> wire_ratio=<agent sent bytes / bytes changed>
-#   BENCH initial ratio_vs_read=<agent start..protected s / cat s>
+#   BENCH initial ratio_vs_read=<agent start..protected s / cat s> ratio_vs_copy=<… / cp+sync s>
 #   BENCH churn rate_mbps=R rpo_p50_s=.. rpo_p99_s=.. backlog_growing=0|1 agent_rss_mib=.. agent_cpu=..   (one per rate)
 # wire_ratio counts the journal bytes the agent sent (records, headers,
 # bookmarks; before the process server's packing and compression) over the
@@ -392,7 +392,9 @@ def sample(url, pid, out, interval):
                 row.update(rpo=rep.get("rpo_seconds", -1), state=rep.get("state", "?"),
                            journal=cap.get("journal_bytes", 0), dirty=cap.get("dirty_bytes", 0),
                            pos=cap["pos"]["seq"], durable=rep.get("durable", {}).get("seq", 0),
-                           applied=rep.get("applied", {}).get("seq", 0), cstate=cap.get("state", "?"))
+                           applied=rep.get("applied", {}).get("seq", 0), cstate=cap.get("state", "?"),
+                           mode=rep.get("resync_mode", ""), left=rep.get("resync_left", 0),
+                           rbytes=rep.get("resync_bytes", 0))
             except Exception as e:
                 row["error"] = str(e)
             try:
@@ -441,6 +443,13 @@ def initial(path, offset):
         print("no samples"); return
     end = rows[-1]["pos"]
     at = lambda pred: next((f"{r['t'] + offset:.1f}s" for r in rows if pred(r)), "never")
+    if rows[-1].get("mode") == "copy":
+        print(f"copy (straight into the new replica's images) started by {at(lambda r: r.get('left', 0) > 0)}, "
+              f"all sent by {at(lambda r: r.get('mode') == 'copy' and r.get('rbytes', 0) > 0 and r.get('left', 0) == 0)}, "
+              f"protected by {at(lambda r: r.get('state') == 'protected')}; "
+              f"peak journal {max(r.get('journal', 0) for r in rows) / 2**20:.0f} MiB, "
+              f"peak agent VmRSS {max(r.get('rss_kib', 0) for r in rows) / 1024:.0f} MiB")
+        return
     print(f"copying started by {at(lambda r: r['dirty'] > 0 or r['pos'] > 0)}, "
           f"all data journaled by {at(lambda r: r['pos'] >= end and r['dirty'] == 0)}, "
           f"durable at the process server by {at(lambda r: r['durable'] >= end)}, "
@@ -547,6 +556,16 @@ t0=$(now)
 cat "$WORK/agent/disk.img" >/dev/null
 read_s=$(elapsed "$t0" "$(now)")
 say "read baseline: cat of the $SIZE image took $read_s s ($(awk -v b="$SIZE_B" -v s="$read_s" 'BEGIN{printf "%.0f", b / 1048576 / s}') MiB/s)"
+# The floor on this machine: reading the image and writing its data to a
+# file on the same filesystem, durably (what any replication must at least
+# do when both sites share one disk, as here).
+drop_caches
+t0=$(now)
+cp --sparse=always "$WORK/agent/disk.img" "$WORK/floor.img"
+sync "$WORK/floor.img"
+copy_s=$(elapsed "$t0" "$(now)")
+rm -f "$WORK/floor.img"
+say "copy floor: cp --sparse=always of the image to this filesystem, then sync, took $copy_s s"
 
 start_target
 start_process
@@ -585,24 +604,31 @@ cores() { awk -v c="$1" -v hz="$HZ" -v w="$init_s" 'BEGIN{printf "%.2f", c / hz 
 say "  cpu over it, in cores: agent $(cores "$ac1"), process server $(cores "$((pc1 - pc0))"), master target $(cores "$((tc1 - tc0))") (of $(nproc))"
 say "  written to storage (/proc/PID/io write_bytes; mmap'd journal writeback may be counted elsewhere): agent $(mib "$aw1") MiB, process server $(mib "$((pw1 - pw0))") MiB, master target $(mib "$((tw1 - tw0))") MiB"
 
-# The master target folds the initial copy into its base images at its next
-# prune (segments before the first recovery point are released): a second
-# full write of the data. Let it finish, so that the delta test measures
-# shipping a change rather than contending with it (bounded wait).
+# Without a copy (a replica that had points), the master target folds the
+# initial resync records into its base images at its next prune (segments
+# before the first recovery point are released): a second full write of
+# the data. Let it finish, so that the delta test measures shipping a
+# change rather than contending with it (bounded wait). After a copy there
+# is nothing to fold.
 tseg() { get "$TARGET_URL/status" | jq -r --arg m "$MACHINE" '[.[] | select(.name == $m) | .status.segments][0] // -1' 2>/dev/null || echo -1; }
 seg0=$(tseg)
 t0=$(now)
 deadline=$((SECONDS + 120))
-while :; do
-  check_roles
-  seg=$(tseg)
-  [ "$seg" -ge 0 ] && [ "$seg0" -ge 0 ] && [ "$seg" -lt "$seg0" ] && break
-  if [ $SECONDS -ge $deadline ]; then
-    say "  the master target still stores $seg segments (had $seg0 at protected) after 120 s: not waiting longer"
-    break
-  fi
-  sleep 0.2
-done
+seg=$seg0
+if [ "$(jq -r '.resync_mode // ""' <<<"$rep")" = copy ]; then
+  say "  the initial data went as a copy into the replica's images: no base to roll"
+else
+  while :; do
+    check_roles
+    seg=$(tseg)
+    [ "$seg" -ge 0 ] && [ "$seg0" -ge 0 ] && [ "$seg" -lt "$seg0" ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      say "  the master target still stores $seg segments (had $seg0 at protected) after 120 s: not waiting longer"
+      break
+    fi
+    sleep 0.2
+  done
+fi
 [ "$seg" -lt "$seg0" ] && say "  master target rolled its base over the initial copy ($seg0 -> $seg stored segments) $(elapsed "$t0" "$(now)") s after protected"
 
 # --- delta -------------------------------------------------------------------------
@@ -707,5 +733,5 @@ done
 
 say "load average $(cut -d' ' -f1-3 /proc/loadavg) at end; whole run took $((SECONDS - start)) s"
 echo "BENCH delta speedup_vs_rsync=$(div "$rsync_s" "$standby_s") speedup_vs_restic=$(div "$restic_s" "$standby_s") wire_ratio=$wire_ratio"
-echo "BENCH initial ratio_vs_read=$(div "$init_s" "$read_s")"
+echo "BENCH initial ratio_vs_read=$(div "$init_s" "$read_s") ratio_vs_copy=$(div "$init_s" "$copy_s")"
 for l in "${churn_lines[@]}"; do echo "$l"; done

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,13 +44,17 @@ type ReplicationStatus struct {
 	ResyncBytes int64 `json:"resync_bytes"`
 	// CompareHashes is how many of the replica's tree hashes the last
 	// comparison fetched: its cost on the WAN, 32 bytes each.
-	CompareHashes int64  `json:"compare_hashes"`
-	ResyncLeft    int64  `json:"resync_left"`
-	ComparedAt    string `json:"compared_at,omitempty"`
-	SentBytes     uint64 `json:"sent_bytes"`
-	SentSegments  uint64 `json:"sent_segments"`
-	Points        int    `json:"points"`
-	LastError     string `json:"last_error,omitempty"`
+	CompareHashes int64 `json:"compare_hashes"`
+	ResyncLeft    int64 `json:"resync_left"`
+	// ResyncMode is how the last comparison's ranges went: "copy" (straight
+	// into the images of a replica without recovery points) or "journal"
+	// (as resync records).
+	ResyncMode   string `json:"resync_mode,omitempty"`
+	ComparedAt   string `json:"compared_at,omitempty"`
+	SentBytes    uint64 `json:"sent_bytes"`
+	SentSegments uint64 `json:"sent_segments"`
+	Points       int    `json:"points"`
+	LastError    string `json:"last_error,omitempty"`
 }
 
 // shipper sends the machine's sealed journal segments to a process server
@@ -75,6 +80,8 @@ type shipper struct {
 	sealNow chan struct{} // an operator's bookmark: ship it without waiting for the interval
 
 	endSession context.CancelFunc // ends the current session (guarded by mu)
+
+	copyLeft atomic.Int64 // bytes of the copy in progress not sent yet
 }
 
 // RequestResync makes the shipper compare the disks with the replica again
@@ -119,7 +126,7 @@ func (s *shipper) Status() ReplicationStatus {
 	st := s.st
 	s.mu.Unlock()
 	st.RPOSeconds = s.rpo(st.Applied)
-	st.ResyncLeft = s.m.Stats().DirtyBytes
+	st.ResyncLeft = s.m.Stats().DirtyBytes + s.copyLeft.Load()
 	return st
 }
 
@@ -464,9 +471,11 @@ func (p *pending) ackUpTo(seq uint64) {
 	}
 }
 
-// resync compares the disks with the replica and journals what differs
+// resync compares the disks with the replica and sends what differs
 // (DESIGN §4: initial replication and resynchronisation are one
-// mechanism). It returns the position the stream now continues from.
+// mechanism). A replica without recovery points takes the differing blocks
+// as Copy frames straight into its images; otherwise they are journaled as
+// resync records. It returns the position the stream now continues from.
 func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (journal.Pos, error) {
 	initial := op.Applied == (journal.Pos{})
 	state := ReplResyncing
@@ -486,6 +495,17 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	if err != nil {
 		return pos0, err
 	}
+	// MarkDirty always runs once: it ends the hold on bookmarks. On a
+	// failure the next session compares again.
+	marked := false
+	mark := func(exts []capture.Extent) error {
+		if marked {
+			return nil
+		}
+		marked = true
+		return s.m.MarkDirty(exts)
+	}
+	defer mark(nil)
 	// The comparison can take a while (a drain, hashing the disks): keep
 	// the data stream alive meanwhile.
 	pingCtx, stopPing := context.WithCancel(ctx)
@@ -501,124 +521,230 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 			}
 		}
 	}()
-	exts, err := s.compare(ctx)
+	diff, err := s.compare(ctx)
 	stopPing()
-	// MarkDirty always runs: it ends the hold on bookmarks. On failure the
-	// next session compares again.
-	if merr := s.m.MarkDirty(exts); err == nil {
-		err = merr
-	}
 	if err != nil {
 		return pos0, err
 	}
-	var total int64
-	for _, e := range exts {
-		total += e.Length
-	}
-	s.a.log.Info("compared with the replica", "state", state, "differing_bytes", total, "ranges", len(exts), "from_seq", pos0.Seq)
-	if err := c.SendJSON(wire.TypeRebase, wire.Rebase{Pos: pos0, Epoch: s.m.Stats().Epoch}); err != nil {
+	total := diff.bytes()
+	s.a.log.Info("compared with the replica", "state", state, "differing_bytes", total, "ranges", len(diff.exts), "from_seq", pos0.Seq)
+	if err := c.SendJSON(wire.TypeRebase, wire.Rebase{Pos: pos0, Epoch: s.m.Stats().Epoch, Copy: total > 0}); err != nil {
 		return pos0, err
 	}
-	for {
-		var a wire.Ack
-		if err := c.Expect(wire.TypeAck, &a); err != nil {
+	a, err := expectAck(c, func(a wire.Ack) bool { return a.Rebased })
+	if err != nil {
+		return pos0, err
+	}
+	mode := "journal"
+	if total > 0 && a.Copy {
+		mode = "copy"
+		s.set(func(st *ReplicationStatus) { st.ResyncBytes, st.ResyncMode = total, mode })
+		end, err := s.copy(ctx, c, diff)
+		// The first consistent point must follow the last read of the
+		// copy: only now may capture bookmark again.
+		if merr := mark(nil); err == nil {
+			err = merr
+		}
+		if err != nil {
+			return pos0, fmt.Errorf("copy: %w", err)
+		}
+		if err := c.SendJSON(wire.TypeCopyEnd, end); err != nil {
 			return pos0, err
 		}
-		if a.Rebased {
-			break
+		if _, err := expectAck(c, func(a wire.Ack) bool { return a.Copied }); err != nil {
+			return pos0, err
 		}
+		s.a.log.Info("copy complete", "bytes", end.Bytes, "frames", end.Frames)
+	} else if err := mark(diff.exts); err != nil {
+		return pos0, err
 	}
 	if err := s.m.Release(pos0.Seq); err != nil {
 		return pos0, err
 	}
 	s.mu.Lock()
 	s.needResync = false
-	s.st.ResyncBytes, s.st.ComparedAt = total, time.Now().UTC().Format(time.RFC3339Nano)
+	s.st.ResyncBytes, s.st.ResyncMode, s.st.ComparedAt = total, mode, time.Now().UTC().Format(time.RFC3339Nano)
 	s.mu.Unlock()
 	return pos0, nil
+}
+
+// expectAck reads Acks until one satisfies done (the server's heartbeats
+// come in between).
+func expectAck(c *wire.Conn, done func(wire.Ack) bool) (wire.Ack, error) {
+	for {
+		var a wire.Ack
+		if err := c.Expect(wire.TypeAck, &a); err != nil {
+			return a, err
+		}
+		if done(a) {
+			return a, nil
+		}
+	}
+}
+
+// difference is what a comparison found: the ranges that differ, and per
+// disk whether the replica's reads as zeros (then zero blocks need not be
+// sent).
+type difference struct {
+	exts      []capture.Extent
+	zeroDisks []bool
+}
+
+func (d difference) bytes() int64 {
+	var n int64
+	for _, e := range d.exts {
+		n += e.Length
+	}
+	return n
 }
 
 // compare hashes this machine's disks (holes skipped locally) and compares
 // each disk's hash tree with the replica's, level by level, through the
 // process server (after it forwarded everything it holds): equal regions
-// cost one hash at the highest level where they are equal. It returns the
-// ranges that differ.
-func (s *shipper) compare(ctx context.Context) ([]capture.Extent, error) {
+// cost one hash at the highest level where they are equal. A replica disk
+// whose tree root is zero (a new replica) is not compared: everything
+// this disk holds differs, and nothing is hashed. It returns the ranges
+// that differ.
+func (s *shipper) compare(ctx context.Context) (difference, error) {
+	var diff difference
 	cc, err := s.dial(ctx, wire.StreamControl)
 	if err != nil {
-		return nil, err
+		return diff, err
 	}
 	defer cc.Close()
 	if _, err := cc.CallJSON(ctx, wire.MethodDrain, wire.DrainArgs{Machine: s.m.ID()}, &wire.DrainResult{}); err != nil {
-		return nil, fmt.Errorf("drain the process server: %w", err)
+		return diff, fmt.Errorf("drain the process server: %w", err)
 	}
-	var out []capture.Extent
 	var hashes int64
+	var applied *journal.Pos // every answer must come from the same replica state
 	for i, d := range s.m.Disks() {
 		f := s.a.files[i]
 		holes, err := fileHoles(f, d.Size())
 		if err != nil {
-			return nil, err
+			return diff, err
+		}
+		p := blockmap.Params{BlockSize: blockSize, Fanout: treeFanout, Size: d.Size()}
+		root, err := remoteRoot(ctx, cc, s.m.ID(), i, p, &applied)
+		if err != nil {
+			return diff, fmt.Errorf("compare disk %s with the replica: %w", d.Name(), err)
+		}
+		zero := root.Hashes[0].IsZero()
+		diff.zeroDisks = append(diff.zeroDisks, zero)
+		if zero {
+			hashes++
+			for _, e := range dataExtents(holes, d.Size()) {
+				diff.exts = append(diff.exts, capture.Extent{Disk: i, Offset: e.Off, Length: e.Len})
+			}
+			continue
 		}
 		ours, err := blockmap.Hasher{BlockSize: blockSize, Workers: 2}.Hash(ctx, f, d.Size(), holes)
 		if err != nil {
-			return nil, fmt.Errorf("hash disk %s: %w", d.Name(), err)
+			return diff, fmt.Errorf("hash disk %s: %w", d.Name(), err)
 		}
 		tree, err := blockmap.NewTree(ours, treeFanout, d.Size())
 		if err != nil {
-			return nil, fmt.Errorf("hash tree of disk %s: %w", d.Name(), err)
+			return diff, fmt.Errorf("hash tree of disk %s: %w", d.Name(), err)
 		}
-		rs, n, err := compareTree(ctx, cc, s.m.ID(), i, tree)
+		rs, n, err := compareTree(ctx, cc, s.m.ID(), i, tree, root, &applied)
 		if err != nil {
-			return nil, fmt.Errorf("compare disk %s with the replica: %w", d.Name(), err)
+			return diff, fmt.Errorf("compare disk %s with the replica: %w", d.Name(), err)
 		}
 		hashes += n
 		for _, r := range rs {
-			out = append(out, capture.Extent{Disk: i, Offset: r.Off, Length: min(r.Len, d.Size()-r.Off)})
+			diff.exts = append(diff.exts, capture.Extent{Disk: i, Offset: r.Off, Length: min(r.Len, d.Size()-r.Off)})
 		}
 	}
 	s.mu.Lock()
 	s.st.CompareHashes = hashes
 	s.mu.Unlock()
-	return out, nil
+	return diff, nil
+}
+
+// remoteRoot asks for the root of the replica's tree of a disk: ZeroHash
+// when the replica's disk reads as zeros. The answer is also the first
+// level of a comparison.
+func remoteRoot(ctx context.Context, cc *wire.Conn, machine string, disk int, p blockmap.Params, applied **journal.Pos) (*blockmap.Nodes, error) {
+	req, err := blockmap.RootRequest(p)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := treeCall(ctx, cc, machine, disk, req, applied)
+	if err != nil {
+		return nil, err
+	}
+	if len(ans.Hashes) != 1 {
+		return nil, fmt.Errorf("%w: tree answer of %d hashes to a root request", wire.ErrProtocol, len(ans.Hashes))
+	}
+	return ans, nil
+}
+
+// dataExtents is the complement of holes (sorted, disjoint) in [0, size).
+func dataExtents(holes []blockmap.Extent, size int64) []blockmap.Extent {
+	var out []blockmap.Extent
+	off := int64(0)
+	for _, h := range holes {
+		if h.Off > off {
+			out = append(out, blockmap.Extent{Off: off, Len: h.Off - off})
+		}
+		off = max(off, h.Off+h.Len)
+	}
+	if off < size {
+		out = append(out, blockmap.Extent{Off: off, Len: size - off})
+	}
+	return out
 }
 
 // compareTree runs the level-by-level comparison of one disk's tree with
-// the replica's and returns the differing ranges and the number of remote
+// the replica's, starting from root, the replica's answer to the root
+// request, and returns the differing ranges and the number of remote
 // hashes it took.
-func compareTree(ctx context.Context, cc *wire.Conn, machine string, disk int, tree *blockmap.Tree) ([]blockmap.Range, int64, error) {
+func compareTree(ctx context.Context, cc *wire.Conn, machine string, disk int, tree *blockmap.Tree, root *blockmap.Nodes, applied **journal.Pos) ([]blockmap.Range, int64, error) {
 	cmp := blockmap.NewCompare(tree)
-	var applied *journal.Pos // every answer must come from the same replica state
 	for {
 		req, ok := cmp.Next(wire.MaxTreeNodes)
 		if !ok {
 			return cmp.Ranges(), cmp.Received(), nil
 		}
-		b, err := blockmap.AppendNodes(nil, req)
+		ans := root
+		root = nil
+		var err error
+		if ans == nil {
+			ans, err = treeCall(ctx, cc, machine, disk, req, applied)
+		}
 		if err != nil {
 			return nil, 0, err
-		}
-		var res wire.TreeResult
-		blob, err := cc.CallJSON(ctx, wire.MethodTree, wire.TreeArgs{Machine: machine, Disk: disk, Request: b}, &res)
-		if err != nil {
-			return nil, 0, err
-		}
-		if applied == nil {
-			applied = &res.Applied
-		} else if *applied != res.Applied {
-			// The replica moved during the comparison: the levels do not
-			// describe one tree. Compare again (a transient failure).
-			return nil, 0, &wire.Error{Code: wire.CodeUnavailable, Transient: true,
-				Message: fmt.Sprintf("the replica moved from %s to %s during the comparison", *applied, res.Applied)}
-		}
-		ans, err := blockmap.DecodeNodes(blob)
-		if err != nil {
-			return nil, 0, fmt.Errorf("%w: tree answer: %v", wire.ErrProtocol, err)
 		}
 		if err := cmp.Receive(ans); err != nil {
 			return nil, 0, fmt.Errorf("%w: tree answer: %v", wire.ErrProtocol, err)
 		}
 	}
+}
+
+// treeCall sends one tree request. *applied is the replica state the
+// first answer came from; later answers must come from the same.
+func treeCall(ctx context.Context, cc *wire.Conn, machine string, disk int, req *blockmap.Nodes, applied **journal.Pos) (*blockmap.Nodes, error) {
+	b, err := blockmap.AppendNodes(nil, req)
+	if err != nil {
+		return nil, err
+	}
+	var res wire.TreeResult
+	blob, err := cc.CallJSON(ctx, wire.MethodTree, wire.TreeArgs{Machine: machine, Disk: disk, Request: b}, &res)
+	if err != nil {
+		return nil, err
+	}
+	if *applied == nil {
+		*applied = &res.Applied
+	} else if **applied != res.Applied {
+		// The replica moved during the comparison: the levels do not
+		// describe one tree. Compare again (a transient failure).
+		return nil, &wire.Error{Code: wire.CodeUnavailable, Transient: true,
+			Message: fmt.Sprintf("the replica moved from %s to %s during the comparison", **applied, res.Applied)}
+	}
+	ans, err := blockmap.DecodeNodes(blob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree answer: %v", wire.ErrProtocol, err)
+	}
+	return ans, nil
 }
 
 // treeFanout is the children per node of the comparison's hash trees.

@@ -41,7 +41,7 @@ func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 // bytes, else SHA-256 of b padded with zeros to blockSize bytes. len(b) must
 // not exceed blockSize.
 func HashBlock(b []byte, blockSize int) Hash {
-	if allZero(b) {
+	if AllZero(b) {
 		return ZeroHash
 	}
 	if len(b) == blockSize {
@@ -60,9 +60,9 @@ func HashBlock(b []byte, blockSize int) Hash {
 	return h
 }
 
-// allZero reports whether b holds only zero bytes: the first byte is zero
+// AllZero reports whether b holds only zero bytes: the first byte is zero
 // and every byte equals the one before it (memequal, without a zero buffer).
-func allZero(b []byte) bool {
+func AllZero(b []byte) bool {
 	return len(b) == 0 || (b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1]))
 }
 

@@ -130,7 +130,8 @@ func isZero(b []byte) bool {
 // replication, or after a gap or fork): it seals the active segment, stops
 // bookmarks, and returns the journal position at that instant. The caller
 // ships every record after the returned position, compares the disks with
-// the replica (reading them only after this call), and passes the ranges
+// the replica (reading them only after this call: every write journaled
+// before the position has reached the disk by then), and passes the ranges
 // that differ to MarkDirty; their current content is then appended to the
 // journal as resync records. The first bookmark after that is a consistent
 // recovery point again ("resync-complete", appended as soon as the dirty
@@ -146,6 +147,11 @@ func (m *Machine) StartResync() (journal.Pos, error) {
 			return journal.Pos{}, m.fail(err)
 		}
 	}
+	// Writes journaled before this position may still be on their way to
+	// the disk: the caller's reads (hashing, copying) must see them, as
+	// the records before the position are not shipped. New writes wait
+	// for the lock meanwhile.
+	m.inflight.waitIdle()
 	m.holdBM = true
 	m.resyncing = true
 	m.log.Info("resync against the replica started", "machine", m.st.MachineID, "seq", m.seg.pos.Seq)

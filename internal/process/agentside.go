@@ -69,7 +69,7 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				return err
 			}
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			err := f.requestRebase(rctx, r)
+			copying, err := f.requestRebase(rctx, r)
 			rcancel()
 			if err != nil {
 				var we *wire.Error
@@ -79,9 +79,39 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				c.SendError(we)
 				return err
 			}
-			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq)
-			if err := c.SendJSON(wire.TypeAck, s.ack(f, true)); err != nil {
+			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq, "copy", copying)
+			a := s.ack(f, true)
+			a.Copy = copying
+			if err := c.SendJSON(wire.TypeAck, a); err != nil {
 				return err
+			}
+		case wire.TypeCopy, wire.TypeCopyEnd:
+			var end *wire.CopyEnd
+			if t == wire.TypeCopyEnd {
+				end = new(wire.CopyEnd)
+				if err := wire.Decode(t, p, end); err != nil {
+					return err
+				}
+			} else {
+				s.counters.mu.Lock()
+				s.counters.agentBytes += uint64(len(p))
+				s.counters.mu.Unlock()
+			}
+			if err := f.forwardCopy(ctx, p, end); err != nil {
+				var we *wire.Error
+				if !errors.As(err, &we) {
+					we = &wire.Error{Code: wire.CodeUnavailable, Message: "copy: " + err.Error(), Transient: true}
+				}
+				c.SendError(we)
+				return fmt.Errorf("forward copy: %w", err)
+			}
+			if end != nil {
+				s.log.Info("copy durable at the master target", "machine", op.Machine, "bytes", end.Bytes, "frames", end.Frames)
+				a := s.ack(f, false)
+				a.Copied = true
+				if err := c.SendJSON(wire.TypeAck, a); err != nil {
+					return err
+				}
 			}
 		default:
 			return fmt.Errorf("%w: %s frame from an agent", wire.ErrProtocol, t)

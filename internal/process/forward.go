@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/segpack"
 	"github.com/standby-dr/standby/internal/wire"
@@ -32,10 +34,12 @@ type forwarder struct {
 	changed    chan struct{} // closed and replaced on every state change
 	stats      forwardStats
 
-	ad adaptive // used by the session loop only
+	ad  adaptive      // used by the session loop only
+	enc *zstd.Encoder // Copy frames' compressor (session loop only)
 
 	wake   chan struct{}  // a segment was spooled
 	rebase chan *rebaseOp // served by a connected session
+	copyc  chan *copyOp   // an agent's Copy and CopyEnd frames, served by the session that took the rebase
 }
 
 type forwardStats struct {
@@ -44,16 +48,26 @@ type forwardStats struct {
 	BytesAfter   uint64 `json:"bytes_after_packing"`
 	ZeroBytes    uint64 `json:"zero_bytes_eliminated"`
 	DedupBytes   uint64 `json:"dedup_bytes"`
+	CopyFrames   uint64 `json:"copy_frames"`
 	Reconnects   uint64 `json:"reconnects"`
 }
 
 type rebaseOp struct {
 	r    wire.Rebase
 	done chan error
+	copy bool // set by the session before done: the master target takes a copy
+}
+
+// copyOp is one Copy frame's payload (valid until done is answered), or
+// the CopyEnd when end is set.
+type copyOp struct {
+	payload []byte
+	end     *wire.CopyEnd
+	done    chan error
 }
 
 func newForwarder(p *Server, op wire.Open) *forwarder {
-	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp)}
+	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp), copyc: make(chan *copyOp)}
 }
 
 // update changes the state under the lock and wakes the watchers.
@@ -160,7 +174,7 @@ func (f *forwarder) session(ctx context.Context) error {
 	})
 	f.p.log.Info("forwarding to master target", "machine", f.id, "applied", opened.Applied.Seq, "consistent", opened.Consistent)
 
-	s := &sendState{sent: opened.Applied.Seq, acked: make(chan struct{}, 1), rebased: make(chan struct{}, 1)}
+	s := &sendState{sent: opened.Applied.Seq, acked: make(chan struct{}, 1), rebased: make(chan wire.Ack, 1), copied: make(chan struct{}, 1)}
 	readErr := make(chan error, 1)
 	go func() { readErr <- f.readAcks(sctx, c, s) }()
 	packer, err := segpack.NewPacker(f.p.o.Pack)
@@ -223,22 +237,44 @@ func (f *forwarder) session(ctx context.Context) error {
 				return err
 			}
 		case rb := <-f.rebase:
-			rb.done <- f.doRebase(sctx, c, s, rb.r, readErr)
+			err := f.doRebase(sctx, c, s, rb, readErr)
+			rb.done <- err
+			if err != nil {
+				return err
+			}
+		case op := <-f.copyc:
+			if op.end != nil {
+				err := f.endCopy(sctx, c, s, *op.end, readErr)
+				op.done <- err
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			err := f.sendCopy(sctx, c, s, op.payload, &buf)
+			op.done <- err
+			if err != nil {
+				return err
+			}
 		}
 	}
 }
 
 // doRebase passes an agent's rebase to the master target once everything
-// spooled before it is applied, then rebases the spool.
-func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, r wire.Rebase, readErr chan error) error {
+// spooled before it is applied, then rebases the spool. With the target's
+// consent to a copy, the session takes the agent's Copy frames next.
+func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, rb *rebaseOp, readErr chan error) error {
+	r := rb.r
+	s.copying = false
 	if st := f.p.spool.Stats()[f.id]; st.Segments > 0 || s.inflight() > 0 {
 		return &wire.Error{Code: wire.CodeBusy, Message: fmt.Sprintf("rebase: %d segments still to forward; drain first", st.Segments), Transient: true}
 	}
 	if err := c.SendJSON(wire.TypeRebase, r); err != nil {
 		return err
 	}
+	var a wire.Ack
 	select {
-	case <-s.rebased:
+	case a = <-s.rebased:
 	case err := <-readErr:
 		readErr <- err
 		return &wire.Error{Code: wire.CodeUnavailable, Message: "master target stream ended during rebase", Transient: true}
@@ -251,7 +287,99 @@ func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, r 
 		return err
 	}
 	s.sent = r.Pos.Seq
+	s.copying = r.Copy && a.Copy
+	rb.copy = s.copying
 	return nil
+}
+
+// sendCopy forwards one Copy frame, compressed when that pays (the same
+// decision as for segments, with the time a send blocks as the
+// downstream's cost).
+func (f *forwarder) sendCopy(ctx context.Context, c *wire.Conn, s *sendState, payload []byte, buf *[]byte) error {
+	if !s.copying {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase the master target took as a copy"}
+	}
+	h, data, err := wire.ParseCopy(payload)
+	if err != nil {
+		return err
+	}
+	out := payload
+	if h.Flags == 0 && (!f.p.o.Adaptive || f.ad.compress(true)) && f.p.o.Pack.Level != segpack.LevelNone {
+		t0 := time.Now()
+		z, err := f.zstd()
+		if err != nil {
+			return err
+		}
+		hz := h
+		hz.Flags = wire.CopyZstd
+		packed := z.EncodeAll(data, append((*buf)[:0], hz.Header()...))
+		f.ad.packed(int64(len(data)), int64(len(packed)-wire.CopyHeaderSize), time.Since(t0).Seconds())
+		*buf = packed
+		if len(packed) < len(payload) {
+			out = packed
+		}
+	}
+	t1 := time.Now()
+	if err := f.p.limit.wait(ctx, len(out), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
+		return err
+	}
+	f.ad.limited(time.Since(t1).Seconds())
+	t2 := time.Now()
+	if err := c.Send(wire.TypeCopy, out); err != nil {
+		return err
+	}
+	f.ad.downstream(len(out), time.Since(t2).Seconds())
+	in := len(data)
+	if h.Flags&wire.CopyZero != 0 {
+		in = 0
+	}
+	f.p.counters.add(in+wire.CopyHeaderSize, len(out))
+	f.update(func() {
+		f.stats.CopyFrames++
+		f.stats.BytesBefore += uint64(in + wire.CopyHeaderSize)
+		f.stats.BytesAfter += uint64(len(out))
+		if h.Flags&wire.CopyZero != 0 {
+			f.stats.ZeroBytes += h.Length
+		}
+	})
+	return nil
+}
+
+// endCopy passes the agent's CopyEnd on and waits until the master target
+// has the copy durably.
+func (f *forwarder) endCopy(ctx context.Context, c *wire.Conn, s *sendState, end wire.CopyEnd, readErr chan error) error {
+	if !s.copying {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy end without a copy"}
+	}
+	s.copying = false
+	if err := c.SendJSON(wire.TypeCopyEnd, end); err != nil {
+		return err
+	}
+	select {
+	case <-s.copied:
+		return nil
+	case err := <-readErr:
+		readErr <- err
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return we
+		}
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "master target stream ended before the copy was durable", Transient: true}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// zstd returns the forwarder's encoder for Copy frames, made on first use.
+func (f *forwarder) zstd() (*zstd.Encoder, error) {
+	if f.enc == nil {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(f.p.o.Pack.Level.ZstdLevel()), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		f.enc = enc
+	}
+	return f.enc, nil
 }
 
 // readAcks applies the master target's acknowledgements.
@@ -284,7 +412,13 @@ func (f *forwarder) readAcks(ctx context.Context, c *wire.Conn, s *sendState) er
 		}
 		if a.Rebased { // after the update: the agent's next Ack must not say consistent
 			select {
-			case s.rebased <- struct{}{}:
+			case s.rebased <- a:
+			default:
+			}
+		}
+		if a.Copied {
+			select {
+			case s.copied <- struct{}{}:
 			default:
 			}
 		}
@@ -298,7 +432,9 @@ type sendState struct {
 	pending []sentSegment // unacknowledged, in order
 	since   time.Time     // the downstream has been busy since: the last ack, or the first send after idle
 	acked   chan struct{}
-	rebased chan struct{}
+	rebased chan wire.Ack
+	copied  chan struct{}
+	copying bool // the master target takes Copy frames (only the session loop touches it)
 }
 
 type sentSegment struct {
@@ -381,13 +517,34 @@ func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
 	}
 }
 
-// requestRebase hands a rebase to the connected session.
-func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) error {
+// requestRebase hands a rebase to the connected session and says whether
+// the master target takes a copy.
+func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (copy bool, err error) {
 	op := &rebaseOp{r: r, done: make(chan error, 1)}
 	select {
 	case f.rebase <- op:
 	case <-ctx.Done():
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+		return false, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+	}
+	select {
+	case err := <-op.done:
+		return op.copy, err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// forwardCopy hands a Copy frame's payload, or the CopyEnd, to the session
+// that took the rebase, and waits until it is sent (the payload is the
+// agent stream's read buffer) or, for the end, durable at the target.
+func (f *forwarder) forwardCopy(ctx context.Context, payload []byte, end *wire.CopyEnd) error {
+	op := &copyOp{payload: payload, end: end, done: make(chan error, 1)}
+	select {
+	case f.copyc <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "copy: not connected to the master target", Transient: true}
 	}
 	select {
 	case err := <-op.done:

@@ -92,6 +92,15 @@ func levelNames() string {
 	return "none, fastest, standard, better, best"
 }
 
+// ZstdLevel is the klauspost/compress encoder level of l (0 meaning
+// LevelFastest, as in Options); LevelNone has none and gives the fastest.
+func (l Level) ZstdLevel() zstd.EncoderLevel {
+	if v, ok := levels[l]; ok && l != LevelNone {
+		return v.zstd
+	}
+	return zstd.SpeedFastest
+}
+
 func (l Level) String() string {
 	if v, ok := levels[l]; ok {
 		return v.name

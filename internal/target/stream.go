@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/standby-dr/standby/internal/blockmap"
 	"github.com/standby-dr/standby/internal/journal"
@@ -59,9 +62,12 @@ func (t *Target) serveData(c *wire.Conn) error {
 		return err
 	}
 	t.log.Info("stream opened", "machine", m.id, "name", op.Name, "peer", c.RemoteAddr(), "applied", st.Applied.Seq, "consistent", st.Consistent)
-	ack := func(rebased bool) error {
+	ack := func(rebased bool, more ...func(*wire.Ack)) error {
 		st := m.rep.Status()
 		a := wire.Ack{Durable: st.Applied, Applied: st.Applied, Consistent: st.Consistent, Rebased: rebased, Points: st.Points, Epoch: st.Epoch}
+		for _, fn := range more {
+			fn(&a)
+		}
 		if !st.AppliedAt.IsZero() {
 			a.AppliedAt = st.AppliedAt.UnixNano()
 		}
@@ -86,6 +92,7 @@ func (t *Target) serveData(c *wire.Conn) error {
 	}()
 	items := make(chan streamItem, 4)
 	go t.readStream(ctx, c, items)
+	var cp *copyProgress // a copy this stream's rebase started
 	for {
 		var it streamItem
 		select {
@@ -135,12 +142,36 @@ func (t *Target) serveData(c *wire.Conn) error {
 			return it.err
 		case it.rebase != nil:
 			r := it.rebase
-			if err := m.rep.Rebase(ctx, r.Pos, r.Epoch); err != nil {
+			cp = nil
+			err := replica.ErrHasPoints
+			if r.Copy {
+				err = m.rep.BeginCopy(ctx, r.Pos, r.Epoch)
+			}
+			if errors.Is(err, replica.ErrHasPoints) {
+				err = m.rep.Rebase(ctx, r.Pos, r.Epoch)
+			} else if err == nil {
+				cp = &copyProgress{}
+			}
+			if err != nil {
 				c.SendError(t.classify(err, m))
 				return err
 			}
-			t.log.Info("rebased: resynchronisation in progress", "machine", m.id, "seq", r.Pos.Seq, "epoch", r.Epoch)
-			if err := ack(true); err != nil {
+			t.log.Info("rebased: resynchronisation in progress", "machine", m.id, "seq", r.Pos.Seq, "epoch", r.Epoch, "copy", cp != nil)
+			if err := ack(true, func(a *wire.Ack) { a.Copy = cp != nil }); err != nil {
+				return err
+			}
+		case it.copy != nil:
+			if err := t.applyCopy(ctx, m, cp, it); err != nil {
+				c.SendError(t.classify(err, m))
+				return err
+			}
+		case it.copyEnd != nil:
+			if err := t.endCopy(ctx, m, cp, *it.copyEnd); err != nil {
+				c.SendError(t.classify(err, m))
+				return err
+			}
+			cp = nil
+			if err := ack(false, func(a *wire.Ack) { a.Copied = true }); err != nil {
 				return err
 			}
 		}
@@ -151,14 +182,68 @@ func (t *Target) serveData(c *wire.Conn) error {
 const maxBatch = 64 << 20
 
 // streamItem is one frame of a data stream, decoded: a segment (unpacked),
-// a rebase, or the error that ended the stream (with the Error frame to
-// send, if the peer is at fault).
+// a rebase, a Copy frame (decompressed) or the CopyEnd, or the error that
+// ended the stream (with the Error frame to send, if the peer is at
+// fault).
 type streamItem struct {
-	seg    []byte
-	wire   int // bytes on the wire
-	rebase *wire.Rebase
-	err    error
-	reply  *wire.Error
+	seg     []byte
+	wire    int // bytes on the wire
+	rebase  *wire.Rebase
+	copy    *wire.CopyHeader
+	data    *[]byte // a Copy frame's data, from copyBufs
+	copyEnd *wire.CopyEnd
+	err     error
+	reply   *wire.Error
+}
+
+// copyBufs holds the buffers of Copy frames between reading and writing.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// copyProgress counts a copy's frames against its CopyEnd.
+type copyProgress struct {
+	frames, bytes uint64
+}
+
+// applyCopy writes one Copy frame into the replica.
+func (t *Target) applyCopy(ctx context.Context, m *machine, cp *copyProgress, it streamItem) error {
+	h := *it.copy
+	if it.data != nil {
+		defer copyBufs.Put(it.data)
+	}
+	if cp == nil {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase this stream took as a copy"}
+	}
+	var err error
+	if h.Flags&wire.CopyZero != 0 {
+		err = m.rep.ZeroCopy(ctx, int(h.Disk), int64(h.Offset), int64(h.Length))
+	} else {
+		err = m.rep.WriteCopy(ctx, int(h.Disk), int64(h.Offset), *it.data)
+	}
+	if err != nil {
+		return err
+	}
+	cp.frames++
+	cp.bytes += h.Length
+	m.mu.Lock()
+	m.bytesIn += uint64(it.wire)
+	m.copyBytes += h.Length
+	m.mu.Unlock()
+	return nil
+}
+
+// endCopy checks a CopyEnd against what arrived and makes the copy durable.
+func (t *Target) endCopy(ctx context.Context, m *machine, cp *copyProgress, end wire.CopyEnd) error {
+	switch {
+	case cp == nil:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy end without a copy"}
+	case end.Frames != cp.frames || end.Bytes != cp.bytes:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("copy end says %d frames of %d bytes, %d frames of %d bytes arrived", end.Frames, end.Bytes, cp.frames, cp.bytes)}
+	}
+	if err := m.rep.EndCopy(ctx); err != nil {
+		return err
+	}
+	t.log.Info("copy durable", "machine", m.id, "bytes", cp.bytes, "frames", cp.frames)
+	return nil
 }
 
 // readStream reads and unpacks a data stream's frames ahead of the apply
@@ -179,6 +264,12 @@ func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- stre
 		send(streamItem{err: err})
 		return
 	}
+	var zd *zstd.Decoder
+	defer func() {
+		if zd != nil {
+			zd.Close()
+		}
+	}()
 	c.SetIdleTimeout(idleTimeout)
 	for {
 		typ, p, err := c.Recv()
@@ -204,6 +295,36 @@ func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- stre
 			}
 		case wire.TypeSegment:
 			it.seg = append([]byte(nil), p...)
+		case wire.TypeCopy:
+			h, data, err := wire.ParseCopy(p)
+			if err == nil && h.Flags&wire.CopyZero == 0 {
+				it.data = copyBufs.Get().(*[]byte)
+				if h.Flags&wire.CopyZstd != 0 {
+					if zd == nil {
+						zd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(wire.MaxCopyRun))
+					}
+					if err == nil {
+						*it.data, err = zd.DecodeAll(data, (*it.data)[:0])
+					}
+					if err == nil && uint64(len(*it.data)) != h.Length {
+						err = fmt.Errorf("copy run of %d bytes decompressed to %d", h.Length, len(*it.data))
+					}
+				} else {
+					*it.data = append((*it.data)[:0], data...)
+				}
+			}
+			if err != nil {
+				send(streamItem{err: err, reply: &wire.Error{Code: wire.CodeBadRequest, Message: "copy frame: " + err.Error()}})
+				return
+			}
+			it.copy = &h
+		case wire.TypeCopyEnd:
+			var end wire.CopyEnd
+			if err := wire.Decode(typ, p, &end); err != nil {
+				send(streamItem{err: err})
+				return
+			}
+			it.copyEnd = &end
 		default:
 			send(streamItem{err: fmt.Errorf("%w: %s frame on a data stream", wire.ErrProtocol, typ)})
 			return
@@ -226,6 +347,12 @@ func (t *Target) classify(err error, m *machine) *wire.Error {
 	switch {
 	case errors.Is(err, replica.ErrFenced):
 		return &wire.Error{Code: wire.CodeFenced, Message: err.Error()}
+	case errors.Is(err, replica.ErrCopying):
+		// A copy was cut short (a crash, a broken stream): the replica
+		// lacks part of it, so the agent must compare again.
+		return &wire.Error{Code: wire.CodeGap, Message: err.Error()}
+	case errors.Is(err, replica.ErrNotCopying):
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	case errors.Is(err, journal.ErrCorrupt), errors.Is(err, replica.ErrMachineID), errors.Is(err, replica.ErrDiskRange):
 		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	case errors.Is(err, context.Canceled):
@@ -298,11 +425,12 @@ func (t *Target) treeAnswer(a wire.TreeArgs) (any, []byte, *wire.Error) {
 	if req.Params.Size != disks[a.Disk].Size {
 		return bad(fmt.Errorf("tree of %d bytes, disk %s has %d", req.Params.Size, disks[a.Disk].Name, disks[a.Disk].Size))
 	}
-	applied := m.rep.Status().Applied
+	rst := m.rep.Status()
+	applied := rst.Applied
 	m.mu.Lock()
 	c := m.tree
 	m.mu.Unlock()
-	if c == nil || c.disk != a.Disk || c.params != req.Params || c.applied != applied {
+	if c == nil || c.disk != a.Disk || c.params != req.Params || c.applied != applied || c.gen != rst.Generation {
 		bm, err := m.rep.BlockMap(t.ctx, a.Disk, req.Params.BlockSize)
 		if err != nil {
 			return bad(err)
@@ -311,7 +439,7 @@ func (t *Target) treeAnswer(a wire.TreeArgs) (any, []byte, *wire.Error) {
 		if err != nil {
 			return bad(err)
 		}
-		c = &treeCache{disk: a.Disk, params: req.Params, applied: applied, tree: tree}
+		c = &treeCache{disk: a.Disk, params: req.Params, applied: applied, gen: rst.Generation, tree: tree}
 	}
 	m.mu.Lock()
 	c.used = time.Now()
@@ -338,6 +466,9 @@ type MachineStatus struct {
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	Segments uint64 `json:"segments"`
+	// CopyBytes are the disk bytes copies wrote (initial replication of a
+	// replica without recovery points), zero runs included.
+	CopyBytes uint64 `json:"copy_bytes"`
 }
 
 // Status reports every replica.
@@ -348,7 +479,7 @@ func (t *Target) Status() []MachineStatus {
 		m := t.machines[id]
 		t.mu.Unlock()
 		m.mu.Lock()
-		ms := MachineStatus{ID: id, Name: m.name, BytesIn: m.bytesIn, BytesOut: m.bytesOut, Segments: m.segments}
+		ms := MachineStatus{ID: id, Name: m.name, BytesIn: m.bytesIn, BytesOut: m.bytesOut, Segments: m.segments, CopyBytes: m.copyBytes}
 		m.mu.Unlock()
 		ms.Status = m.rep.Status()
 		out = append(out, ms)

@@ -61,6 +61,7 @@ type machine struct {
 	done     chan struct{}      // closed when the current stream ends
 
 	bytesIn, bytesOut, segments uint64     // guarded by mu
+	copyBytes                   uint64     // disk bytes taken by copies (guarded by mu)
 	tree                        *treeCache // guarded by mu
 }
 
@@ -70,6 +71,7 @@ type treeCache struct {
 	disk    int
 	params  blockmap.Params
 	applied journal.Pos
+	gen     uint64 // the replica's generation: current changes without moving applied during a copy
 	tree    *blockmap.Tree
 	used    time.Time
 }

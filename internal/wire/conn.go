@@ -216,21 +216,48 @@ func (c *Conn) Send(t Type, payload []byte) error {
 // SendFrom writes one frame whose n-byte payload is read from r, without
 // holding the payload in memory (a journal segment streamed from its file).
 func (c *Conn) SendFrom(t Type, r io.Reader, n int64) error {
-	if n < 0 || n > 1<<32-1 {
-		return fmt.Errorf("%w: %s frame of %d bytes", ErrProtocol, t, n)
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	var h [FrameHeaderSize]byte
-	h[0] = byte(t)
-	binary.BigEndian.PutUint32(h[4:], uint32(n))
-	if _, err := c.bw.Write(h[:]); err != nil {
+	if err := c.writeHeader(t, n); err != nil {
 		return err
 	}
 	if _, err := io.CopyN(c.bw, r, n); err != nil {
 		return err
 	}
 	return c.bw.Flush()
+}
+
+// SendParts writes one frame whose payload is the parts, in order, without
+// joining them first (a Copy frame's header and the disk data it carries).
+func (c *Conn) SendParts(t Type, parts ...[]byte) error {
+	var n int64
+	for _, p := range parts {
+		n += int64(len(p))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeHeader(t, n); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := c.bw.Write(p); err != nil {
+			return err
+		}
+	}
+	return c.bw.Flush()
+}
+
+// writeHeader writes the header of a frame of n payload bytes; the caller
+// holds wmu and writes the payload next.
+func (c *Conn) writeHeader(t Type, n int64) error {
+	if n < 0 || n > 1<<32-1 {
+		return fmt.Errorf("%w: %s frame of %d bytes", ErrProtocol, t, n)
+	}
+	var h [FrameHeaderSize]byte
+	h[0] = byte(t)
+	binary.BigEndian.PutUint32(h[4:], uint32(n))
+	_, err := c.bw.Write(h[:])
+	return err
 }
 
 // SendJSON writes one frame with v as its JSON payload.

@@ -35,6 +35,9 @@ type CopyHeader struct {
 	Length uint64
 }
 
+// Header returns h's 24 header bytes (for Conn.SendParts with the data).
+func (h CopyHeader) Header() []byte { return AppendCopy(make([]byte, 0, CopyHeaderSize), h, nil) }
+
 // AppendCopy appends a Copy frame's payload, h then data, to dst.
 func AppendCopy(dst []byte, h CopyHeader, data []byte) []byte {
 	var b [CopyHeaderSize]byte
