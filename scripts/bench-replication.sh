@@ -61,6 +61,8 @@
 #   BENCH_START_TIMEOUT  seconds a role may take to answer on its listeners [30]
 #   BENCH_TIMEOUT        seconds any replication wait may take [900]
 #   BENCH_KEEP           1 keeps the scratch directory (logs, configs, samples) [0]
+#   BENCH_ONLY           "initial" runs the initial replication only (no peers
+#                        but cat and cp, no delta or churn) []
 #   STANDBY_BIN          the standby binary [bin/standby, built if missing]
 #
 # Quick check:  BENCH_SIZE=512M BENCH_FILL=256M BENCH_CHURN_SECONDS=5 ./scripts/bench-replication.sh
@@ -80,6 +82,8 @@ PARENT=${BENCH_DIR:-/var/tmp}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-30}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 KEEP=${BENCH_KEEP:-0}
+ONLY=${BENCH_ONLY:-}
+case "$ONLY" in "" | initial) ;; *) echo "bench-replication: BENCH_ONLY=$ONLY: allowed: initial, or empty" >&2; exit 2 ;; esac
 STANDBY=${STANDBY_BIN:-bin/standby}
 MACHINE=bench
 EXPORT=disk
@@ -292,7 +296,7 @@ master_target: 127.0.0.1:$P_TARGET
 master_target_name: localhost
 tls: $(printf "$tls" process process)
 bandwidth_limit: off
-compression: fastest
+compression: auto
 status: 127.0.0.1:$P_PROCESS_ST
 log_level: info
 EOF
@@ -517,6 +521,7 @@ cp --sparse=always "$IMG" "$WORK/agent/disk.img"
 cp --sparse=always "$IMG" "$WORK/rsyncd/disk.img"
 say "image ready in $(elapsed "$t0" "$(now)") s: $(du -B1M "$IMG" | cut -f1) MiB allocated of $(mib "$SIZE_B") MiB; copies for the agent and the rsync destination"
 
+if [ "$ONLY" != initial ]; then
 # restic: a repository holding the pre-change image (untimed).
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$WORK/restic-repo
 RESTIC_FLAGS=(--cache-dir "$WORK/restic-cache" --host bench)
@@ -547,6 +552,7 @@ until rsync "rsync://127.0.0.1:$P_RSYNC/" >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || die "the rsync daemon does not answer on port $P_RSYNC"
   sleep 0.1
 done
+fi
 
 # --- initial replication -----------------------------------------------------------
 "$STANDBY" certs create --dir "$PKI" agent process target >/dev/null
@@ -630,6 +636,11 @@ else
   done
 fi
 [ "$seg" -lt "$seg0" ] && say "  master target rolled its base over the initial copy ($seg0 -> $seg stored segments) $(elapsed "$t0" "$(now)") s after protected"
+
+if [ "$ONLY" = initial ]; then
+  echo "BENCH initial ratio_vs_read=$(div "$init_s" "$read_s") ratio_vs_copy=$(div "$init_s" "$copy_s")"
+  exit 0
+fi
 
 # --- delta -------------------------------------------------------------------------
 wait_caught_up "before the delta test"

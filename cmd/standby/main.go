@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -80,11 +82,41 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr}
+	stopProfile := startProfile()
 	err := dispatch(ctx, e, os.Args[1:])
+	stopProfile()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "standby: %v\n", err)
 	}
 	os.Exit(exitCode(err))
+}
+
+// startProfile writes a CPU profile of the whole run to
+// $STANDBY_CPUPROFILE.<pid>, and a profile of where goroutines blocked to
+// $STANDBY_CPUPROFILE.block.<pid>, when that is set (a debugging aid: `go
+// tool pprof` reads them), and returns what stops it.
+func startProfile() func() {
+	path := os.Getenv("STANDBY_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "standby: STANDBY_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	runtime.SetBlockProfileRate(100_000) // ns: blocking of 0.1 ms and more
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if b, err := os.Create(fmt.Sprintf("%s.block.%d", path, os.Getpid())); err == nil {
+			pprof.Lookup("block").WriteTo(b, 0)
+			b.Close()
+		}
+	}
 }
 
 // dispatch finds the command whose words start args, longest first.

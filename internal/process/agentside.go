@@ -42,6 +42,8 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 	go s.heartbeat(ctx, c, f)
 
 	c.SetIdleTimeout(30 * time.Second)
+	var copying bool // the last rebase started copy gen
+	var gen uint64
 	for {
 		t, p, err := c.Recv()
 		if err != nil {
@@ -69,7 +71,8 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				return err
 			}
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			copying, err := f.requestRebase(rctx, r)
+			var err error
+			copying, gen, err = f.requestRebase(rctx, r)
 			rcancel()
 			if err != nil {
 				var we *wire.Error
@@ -97,7 +100,11 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				s.counters.agentBytes += uint64(len(p))
 				s.counters.mu.Unlock()
 			}
-			if err := f.forwardCopy(ctx, p, end); err != nil {
+			if !copying {
+				c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase the master target took as a copy"})
+				return fmt.Errorf("%w: copy frame without a copy", wire.ErrProtocol)
+			}
+			if err := f.queueCopy(ctx, gen, p, end); err != nil {
 				var we *wire.Error
 				if !errors.As(err, &we) {
 					we = &wire.Error{Code: wire.CodeUnavailable, Message: "copy: " + err.Error(), Transient: true}
@@ -106,6 +113,7 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				return fmt.Errorf("forward copy: %w", err)
 			}
 			if end != nil {
+				copying = false
 				s.log.Info("copy durable at the master target", "machine", op.Machine, "bytes", end.Bytes, "frames", end.Frames)
 				a := s.ack(f, false)
 				a.Copied = true

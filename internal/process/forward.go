@@ -34,12 +34,16 @@ type forwarder struct {
 	changed    chan struct{} // closed and replaced on every state change
 	stats      forwardStats
 
-	ad  adaptive      // used by the session loop only
-	enc *zstd.Encoder // Copy frames' compressor (session loop only)
+	ad    adaptive      // used by the session loop only
+	enc   *zstd.Encoder // Copy frames' compressor (session loop only)
+	tuner copyTuner     // whether Copy frames are compressed (session loop only)
+	zbuf  []byte        // a compressed Copy frame (session loop only)
 
-	wake   chan struct{}  // a segment was spooled
-	rebase chan *rebaseOp // served by a connected session
-	copyc  chan *copyOp   // an agent's Copy and CopyEnd frames, served by the session that took the rebase
+	wake    chan struct{}  // a segment was spooled
+	rebase  chan *rebaseOp // served by a connected session
+	copyq   chan *copyOp   // an agent's Copy and CopyEnd frames, served by the session that took the rebase
+	copyGen uint64         // the latest copy a rebase started (guarded by mu)
+	copyErr error          // why copy copyGen failed; nil while it goes on (guarded by mu)
 }
 
 type forwardStats struct {
@@ -55,19 +59,12 @@ type forwardStats struct {
 type rebaseOp struct {
 	r    wire.Rebase
 	done chan error
-	copy bool // set by the session before done: the master target takes a copy
-}
-
-// copyOp is one Copy frame's payload (valid until done is answered), or
-// the CopyEnd when end is set.
-type copyOp struct {
-	payload []byte
-	end     *wire.CopyEnd
-	done    chan error
+	copy bool   // set by the session before done: the master target takes a copy
+	gen  uint64 // and the copy's generation
 }
 
 func newForwarder(p *Server, op wire.Open) *forwarder {
-	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp), copyc: make(chan *copyOp)}
+	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp), copyq: make(chan *copyOp, copyQueue)}
 }
 
 // update changes the state under the lock and wakes the watchers.
@@ -175,6 +172,15 @@ func (f *forwarder) session(ctx context.Context) error {
 	f.p.log.Info("forwarding to master target", "machine", f.id, "applied", opened.Applied.Seq, "consistent", opened.Consistent)
 
 	s := &sendState{sent: opened.Applied.Seq, acked: make(chan struct{}, 1), rebased: make(chan wire.Ack, 1), copied: make(chan struct{}, 1)}
+	defer func() {
+		if s.copying { // the copy cannot go on on another session
+			f.update(func() {
+				if f.copyGen == s.copyGen && f.copyErr == nil {
+					f.copyErr = &wire.Error{Code: wire.CodeUnavailable, Message: "copy: the stream to the master target ended", Transient: true}
+				}
+			})
+		}
+	}()
 	readErr := make(chan error, 1)
 	go func() { readErr <- f.readAcks(sctx, c, s) }()
 	packer, err := segpack.NewPacker(f.p.o.Pack)
@@ -242,18 +248,8 @@ func (f *forwarder) session(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-		case op := <-f.copyc:
-			if op.end != nil {
-				err := f.endCopy(sctx, c, s, *op.end, readErr)
-				op.done <- err
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			err := f.sendCopy(sctx, c, s, op.payload, &buf)
-			op.done <- err
-			if err != nil {
+		case op := <-f.copyq:
+			if err := f.serveCopy(sctx, c, s, op, readErr); err != nil {
 				return err
 			}
 		}
@@ -287,99 +283,13 @@ func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, rb
 		return err
 	}
 	s.sent = r.Pos.Seq
-	s.copying = r.Copy && a.Copy
-	rb.copy = s.copying
+	if r.Copy && a.Copy {
+		f.update(func() { f.copyGen, f.copyErr = f.copyGen+1, nil })
+		s.copying, s.copyGen = true, f.copyGen
+		rb.copy, rb.gen = true, s.copyGen
+		f.tuner = copyTuner{}
+	}
 	return nil
-}
-
-// sendCopy forwards one Copy frame, compressed when that pays (the same
-// decision as for segments, with the time a send blocks as the
-// downstream's cost).
-func (f *forwarder) sendCopy(ctx context.Context, c *wire.Conn, s *sendState, payload []byte, buf *[]byte) error {
-	if !s.copying {
-		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase the master target took as a copy"}
-	}
-	h, data, err := wire.ParseCopy(payload)
-	if err != nil {
-		return err
-	}
-	out := payload
-	if h.Flags == 0 && (!f.p.o.Adaptive || f.ad.compress(true)) && f.p.o.Pack.Level != segpack.LevelNone {
-		t0 := time.Now()
-		z, err := f.zstd()
-		if err != nil {
-			return err
-		}
-		hz := h
-		hz.Flags = wire.CopyZstd
-		packed := z.EncodeAll(data, append((*buf)[:0], hz.Header()...))
-		f.ad.packed(int64(len(data)), int64(len(packed)-wire.CopyHeaderSize), time.Since(t0).Seconds())
-		*buf = packed
-		if len(packed) < len(payload) {
-			out = packed
-		}
-	}
-	t1 := time.Now()
-	if err := f.p.limit.wait(ctx, len(out), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
-		return err
-	}
-	f.ad.limited(time.Since(t1).Seconds())
-	t2 := time.Now()
-	if err := c.Send(wire.TypeCopy, out); err != nil {
-		return err
-	}
-	f.ad.downstream(len(out), time.Since(t2).Seconds())
-	in := len(data)
-	if h.Flags&wire.CopyZero != 0 {
-		in = 0
-	}
-	f.p.counters.add(in+wire.CopyHeaderSize, len(out))
-	f.update(func() {
-		f.stats.CopyFrames++
-		f.stats.BytesBefore += uint64(in + wire.CopyHeaderSize)
-		f.stats.BytesAfter += uint64(len(out))
-		if h.Flags&wire.CopyZero != 0 {
-			f.stats.ZeroBytes += h.Length
-		}
-	})
-	return nil
-}
-
-// endCopy passes the agent's CopyEnd on and waits until the master target
-// has the copy durably.
-func (f *forwarder) endCopy(ctx context.Context, c *wire.Conn, s *sendState, end wire.CopyEnd, readErr chan error) error {
-	if !s.copying {
-		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy end without a copy"}
-	}
-	s.copying = false
-	if err := c.SendJSON(wire.TypeCopyEnd, end); err != nil {
-		return err
-	}
-	select {
-	case <-s.copied:
-		return nil
-	case err := <-readErr:
-		readErr <- err
-		var we *wire.Error
-		if errors.As(err, &we) {
-			return we
-		}
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "master target stream ended before the copy was durable", Transient: true}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// zstd returns the forwarder's encoder for Copy frames, made on first use.
-func (f *forwarder) zstd() (*zstd.Encoder, error) {
-	if f.enc == nil {
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(f.p.o.Pack.Level.ZstdLevel()), zstd.WithEncoderConcurrency(1))
-		if err != nil {
-			return nil, err
-		}
-		f.enc = enc
-	}
-	return f.enc, nil
 }
 
 // readAcks applies the master target's acknowledgements.
@@ -434,7 +344,8 @@ type sendState struct {
 	acked   chan struct{}
 	rebased chan wire.Ack
 	copied  chan struct{}
-	copying bool // the master target takes Copy frames (only the session loop touches it)
+	copying bool   // the master target takes Copy frames (only the session loop touches it)
+	copyGen uint64 // of that copy
 }
 
 type sentSegment struct {
@@ -518,38 +429,18 @@ func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
 }
 
 // requestRebase hands a rebase to the connected session and says whether
-// the master target takes a copy.
-func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (copy bool, err error) {
+// the master target takes a copy, and which.
+func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (copy bool, gen uint64, err error) {
 	op := &rebaseOp{r: r, done: make(chan error, 1)}
 	select {
 	case f.rebase <- op:
 	case <-ctx.Done():
-		return false, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+		return false, 0, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
 	}
 	select {
 	case err := <-op.done:
-		return op.copy, err
+		return op.copy, op.gen, err
 	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-}
-
-// forwardCopy hands a Copy frame's payload, or the CopyEnd, to the session
-// that took the rebase, and waits until it is sent (the payload is the
-// agent stream's read buffer) or, for the end, durable at the target.
-func (f *forwarder) forwardCopy(ctx context.Context, payload []byte, end *wire.CopyEnd) error {
-	op := &copyOp{payload: payload, end: end, done: make(chan error, 1)}
-	select {
-	case f.copyc <- op:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(30 * time.Second):
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "copy: not connected to the master target", Transient: true}
-	}
-	select {
-	case err := <-op.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+		return false, 0, ctx.Err()
 	}
 }

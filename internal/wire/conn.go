@@ -277,11 +277,16 @@ func (c *Conn) SendError(e *Error) error {
 	return c.SendJSON(TypeError, e)
 }
 
+// keepReadBuffer is the largest read buffer a Conn keeps between frames:
+// room for a Copy frame of 1 MiB of data (and most segments), so that a
+// copy does not allocate per frame.
+const keepReadBuffer = 2 << 20
+
 // Recv reads the next frame. The payload is valid until the next Recv.
 // An Error frame from the peer is returned as a *Error.
 func (c *Conn) Recv() (Type, []byte, error) {
 	t, p, err := readFrame(c.br, c.rbuf, c.maxFrame)
-	if cap(p) <= 1<<20 {
+	if cap(p) <= keepReadBuffer {
 		c.rbuf = p // keep small buffers; let large ones go
 	}
 	if err != nil {
