@@ -109,20 +109,15 @@ func (r *Replica) applyNothing(cur *state, p *plan) (journal.Pos, error) {
 // current, state.json. Apply and Open's redo share it.
 func (r *Replica) applyStored(ctx context.Context, cur *state, p *plan, idx uint64, src io.Reader, size int64) error {
 	ctx = context.WithoutCancel(ctx) // a stored segment is applied whole
-	r.curMu.Lock()
-	err := r.seed(ctx, p.ranges)
-	if err != nil {
-		err = fmt.Errorf("seed base: %w", err)
-	} else {
-		err = applyRecords(ctx, src, r.cur, p.from.Seq, p.to.Seq, nil)
-		r.generation.Add(1)
-		if err != nil {
-			err = fmt.Errorf("apply to current: %w", err)
-		}
+	if err := r.seed(ctx, p.ranges); err != nil {
+		return fmt.Errorf("seed base: %w", err)
 	}
+	r.curMu.Lock()
+	err := applyRecords(ctx, src, r.cur, p.from.Seq, p.to.Seq, nil)
+	r.generation.Add(1)
 	r.curMu.Unlock()
 	if err != nil {
-		return err
+		return fmt.Errorf("apply to current: %w", err)
 	}
 	if err := failpoint("after-apply"); err != nil {
 		return err

@@ -86,7 +86,6 @@ func (r *Replica) ApplyBatch(ctx context.Context, segs [][]byte) (journal.Pos, e
 		}
 	}
 	ctx = context.WithoutCancel(ctx) // stored segments are applied whole
-	r.curMu.Lock()
 	var rs []seedRange
 	for _, it := range items {
 		rs = append(rs, it.p.ranges...)
@@ -94,6 +93,7 @@ func (r *Replica) ApplyBatch(ctx context.Context, segs [][]byte) (journal.Pos, e
 	if err = r.seed(ctx, rs); err != nil { // the whole batch, before any of it reaches current
 		err = fmt.Errorf("replica apply: seed base: %w", err)
 	} else {
+		r.curMu.Lock()
 		for _, it := range items {
 			if err = applyRecords(ctx, bytes.NewReader(it.seg), r.cur, it.p.from.Seq, it.p.to.Seq, nil); err != nil {
 				err = fmt.Errorf("replica apply: segment %d..%d: apply to current: %w", it.p.hdr.FirstSeq, it.p.to.Seq, err)
@@ -101,8 +101,8 @@ func (r *Replica) ApplyBatch(ctx context.Context, segs [][]byte) (journal.Pos, e
 			}
 		}
 		r.generation.Add(1)
+		r.curMu.Unlock()
 	}
-	r.curMu.Unlock()
 	if err == nil {
 		err = failpoint("after-apply")
 	}

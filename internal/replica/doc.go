@@ -51,7 +51,8 @@
 //     its seeded blocks (a bitmap per disk, one bit per 4 KiB block); an
 //     unseeded block has not been written since, so current holds its
 //     content at the base. Before a record is applied to current, the
-//     unseeded blocks it writes are copied into the base and marked.
+//     unseeded blocks it writes are copied into the base and marked; Seed
+//     copies the others in the background, chunk by chunk.
 //   - Copy: initial replication's path that writes each byte once. With no
 //     recovery point, BeginCopy drops the log and makes the base lazy;
 //     WriteCopy and ZeroCopy write current directly (no segment); EndCopy

@@ -46,9 +46,9 @@ var (
 	// overwrites, which only a replica without points may do. Resynchronise
 	// with Rebase and segments instead.
 	ErrHasPoints = errors.New("replica: has recovery points (a copy is only for a replica without any; rebase instead)")
-	// ErrCopying is returned by Apply and ApplyBatch while a copy is under
-	// way (BeginCopy without EndCopy): end the copy first, or start again
-	// with Rebase or BeginCopy.
+	// ErrCopying is returned by Apply, ApplyBatch and Seed while a copy is
+	// under way (BeginCopy without EndCopy): end the copy first, or start
+	// again with Rebase or BeginCopy.
 	ErrCopying = errors.New("replica: a copy is under way (EndCopy it, or start again with Rebase or BeginCopy)")
 	// ErrNotCopying is returned by WriteCopy, ZeroCopy and EndCopy when no
 	// copy is under way (no BeginCopy, or it ended, or a Rebase came after

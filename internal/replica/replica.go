@@ -74,11 +74,13 @@ type Status struct {
 	Segments       int         `json:"segments"`         // stored segments
 	Bytes          int64       `json:"bytes"`            // stored segment bytes
 	Points         int         `json:"points"`
+	SeedLeft       int64       `json:"seed_left"` // bytes of the lazy base's unseeded blocks (Seed); 0 when the base is not lazy
 }
 
 // Replica is the replica store of one machine. Its methods are safe for
 // concurrent use: Apply, Rebase, Tag, Prune and the copy methods are
-// serialised; Status, Points, OpenPoint and BlockMap run alongside them.
+// serialised; Status, Points, OpenPoint and BlockMap run alongside them,
+// and Seed between them, a chunk at a time.
 type Replica struct {
 	dir  string
 	o    Options
@@ -93,15 +95,19 @@ type Replica struct {
 	// at Open; not persisted.
 	generation atomic.Uint64
 
-	// Lock order: pmu, wmu, curMu, filesMu, mu.
+	// Lock order: pmu, smu, wmu, curMu, filesMu, mu.
 	pmu     sync.Mutex   // one Prune at a time: its base roll runs without wmu
-	wmu     sync.Mutex   // serialises changes of the state
+	smu     sync.Mutex   // one Seed at a time; guards seedAt
+	wmu     sync.Mutex   // serialises changes of the state; Seed takes it per chunk
 	filesMu sync.RWMutex // OpenPoint opens segment files under RLock; Prune deletes them under Lock
 	curMu   sync.RWMutex // Apply writes current under Lock; live reads take RLock
 
-	// Guarded by curMu.
+	// Guarded by curMu (seeded: see seedMap).
 	seeded   []*seedMap // per disk, the lazy base's seeded bitmaps; nil if the base is not lazy
 	unsynced []int64    // per disk, bytes WriteCopy wrote to current since writeback was last started
+
+	seedLeft atomic.Int64 // bytes of unseeded blocks; changed with the bits, under curMu
+	seedAt   seedCursor   // where the next Seed starts
 
 	mu     sync.Mutex // guards the fields below
 	st     *state     // as persisted; replaced, never modified in place
@@ -284,6 +290,7 @@ func (r *Replica) Status() Status {
 		Segments:   len(st.Log),
 		Bytes:      st.bytes(),
 		Points:     len(st.Points),
+		SeedLeft:   r.seedLeft.Load(),
 	}
 	if st.LastRecord != 0 {
 		s.LastRecordTime = time.Unix(0, st.LastRecord).UTC()

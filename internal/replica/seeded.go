@@ -31,7 +31,6 @@ const (
 	seedBlock      = 4096 // bytes of disk per bit; the last block of a disk may be short
 	seedHeaderSize = 48
 	seedVersion    = 1
-	seedChunk      = 1 << 20 // bytes read from current at a time while seeding
 )
 
 var (
@@ -103,7 +102,8 @@ func decodeSeedHeader(b []byte) (seedHeader, error) {
 }
 
 // seedMap is one disk's seeded bitmap, in memory and in its file. Bit b is
-// bit b%8 (least significant first) of byte b/8. Guarded by curMu.
+// bit b%8 (least significant first) of byte b/8. Bits are set under wmu
+// and curMu's write lock: holding either one is enough to read them.
 type seedMap struct {
 	f      *os.File
 	size   int64
@@ -220,7 +220,7 @@ type blockRun struct {
 }
 
 // unseeded returns the runs of unseeded blocks that rs overlap, each block
-// once, in disk and block order. Called with curMu held.
+// once, in disk and block order. Called with wmu held.
 func (r *Replica) unseeded(rs []seedRange) []blockRun {
 	all := make([]blockRun, 0, len(rs))
 	for _, x := range rs {
@@ -249,14 +249,18 @@ func (r *Replica) unseeded(rs []seedRange) []blockRun {
 	return out
 }
 
-// seed makes every unseeded block that rs overlap seeded: its content is
-// read from current and written into the base image (zeros as a hole: the
-// base's bytes there are not assumed to be zeros), the base images are
-// fsynced, and then the bits are set and made durable. Only after that may
-// the records be applied to current. A block already seeded is never
-// copied again, so a redo after a crash does not copy newer data into the
-// base. A no-op for a base that is not lazy. Called with curMu held for
-// writing.
+// seed makes every unseeded block that rs overlap seeded (seedPieces):
+// its content is read from current (in parallel, adjacent blocks in one
+// read, holes of current not at all) and written into the base image, the
+// base images are fsynced, and then the bits are set and made durable.
+// Only after that may the records be applied to current. A block already
+// seeded is never copied again, so a redo after a crash does not copy
+// newer data into the base. A no-op for a base that is not lazy.
+//
+// Called with wmu held (or from Open): current does not change and no
+// other bit is set meanwhile. curMu is taken only to set the bits in
+// memory, so views go on reading while the blocks are copied: they read
+// an unseeded block from current, never from the base.
 func (r *Replica) seed(ctx context.Context, rs []seedRange) error {
 	if r.seeded == nil {
 		return nil
@@ -270,75 +274,20 @@ func (r *Replica) seed(ctx context.Context, rs []seedRange) error {
 	if len(runs) == 0 {
 		return nil
 	}
-	buf := make([]byte, seedChunk)
-	touched := make([]bool, len(r.base))
+	var pieces []seedPiece
 	for _, run := range runs {
-		if err := r.seedRun(ctx, run, buf); err != nil {
-			return fmt.Errorf("seed disk %d blocks %d..%d: %w", run.disk, run.first, run.end-1, err)
-		}
-		touched[run.disk] = true
-	}
-	for i, t := range touched {
-		if t {
-			if err := r.base[i].f.Sync(); err != nil {
-				return fmt.Errorf("sync %s: %w", r.base[i].f.Name(), err)
-			}
-		}
-	}
-	if err := failpoint("after-seed-data"); err != nil {
-		return err
-	}
-	dirty := make([][][2]int64, len(r.seeded)) // per disk, the bitmap's changed bytes
-	for _, run := range runs {
-		m := r.seeded[run.disk]
-		for b := run.first; b < run.end; b++ {
-			m.set(b)
-		}
-		dirty[run.disk] = append(dirty[run.disk], [2]int64{run.first >> 3, (run.end-1)>>3 + 1})
-	}
-	for i, spans := range dirty {
-		if len(spans) == 0 {
-			continue
-		}
-		if err := r.seeded[i].persist(spans); err != nil {
-			return fmt.Errorf("seeded bitmap of disk %d: %w", i, err)
-		}
-	}
-	return failpoint("after-seed-map")
-}
-
-// seedRun copies the blocks of run from current into the base image.
-func (r *Replica) seedRun(ctx context.Context, run blockRun, buf []byte) error {
-	cur, base := r.cur[run.disk], r.base[run.disk].b
-	size := r.seeded[run.disk].size
-	for b := run.first; b < run.end; {
-		n := min(run.end-b, int64(len(buf)/seedBlock))
-		off := b * seedBlock
-		p := buf[:min(n*seedBlock, size-off)]
-		if err := readFull(cur.f, p, off); err != nil {
-			return err
-		}
-		// Runs of whole zero blocks become holes; the rest is written.
-		for i := 0; i < len(p); {
-			zero := allZero(p[i:min(i+seedBlock, len(p))])
-			j := i + seedBlock
-			for ; j < len(p) && allZero(p[j:min(j+seedBlock, len(p))]) == zero; j += seedBlock {
-			}
-			j = min(j, len(p))
+		ps := []seedPiece{{disk: run.disk, first: run.first, end: run.end}}
+		if run.end-run.first >= seedHoleCheck {
 			var err error
-			if zero {
-				err = base.Zero(ctx, off+int64(i), int64(j-i), true, false)
-			} else {
-				err = base.WriteAt(ctx, p[i:j], off+int64(i), false)
+			if ps, err = r.splitHoles(ctx, run); err != nil {
+				return fmt.Errorf("seed disk %d blocks %d..%d: %w", run.disk, run.first, run.end-1, err)
 			}
-			if err != nil {
-				return err
-			}
-			i = j
 		}
-		b += n
+		for _, p := range ps {
+			pieces = appendSplit(pieces, p, seedReadMax/seedBlock)
+		}
 	}
-	return nil
+	return r.seedPieces(ctx, pieces)
 }
 
 // checkSeeded returns an error unless every block rec writes is seeded:
@@ -388,6 +337,7 @@ func (r *Replica) loadSeeded() error {
 	}
 	r.seeded = maps
 	if len(stale) == 0 {
+		r.countSeedLeft()
 		return nil
 	}
 	if err := r.resetBase(st.Disks, stale, st.BaseGen); err != nil {
@@ -429,6 +379,7 @@ func (r *Replica) resetBase(disks []DiskInfo, which []int, gen uint64) error {
 		}
 		r.seeded[i] = m
 	}
+	r.countSeedLeft()
 	return failpoint("copy-after-maps")
 }
 
