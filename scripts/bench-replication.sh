@@ -622,7 +622,20 @@ t0=$(now)
 deadline=$((SECONDS + 120))
 seg=$seg0
 if [ "$(jq -r '.resync_mode // ""' <<<"$rep")" = copy ]; then
-  say "  the initial data went as a copy into the replica's images: no base to roll"
+  # After a copy the master target seeds its base images from the current
+  # ones in the background (a second write of the data, after protected).
+  seedleft() { get "$TARGET_URL/status" | jq -r --arg m "$MACHINE" '[.[] | select(.name == $m) | .status.seed_left][0] // -1' 2>/dev/null || echo -1; }
+  while :; do
+    check_roles
+    left=$(seedleft)
+    [ "$left" = 0 ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      say "  the master target still has $left bytes of base images to seed after 120 s: not waiting longer"
+      break
+    fi
+    sleep 0.2
+  done
+  [ "$left" = 0 ] && say "  the initial data went as a copy into the replica's images; base images seeded from them $(elapsed "$t0" "$(now)") s after protected"
 else
   while :; do
     check_roles

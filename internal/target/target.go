@@ -108,8 +108,9 @@ func New(ctx context.Context, o Options) (*Target, error) {
 			return nil, err
 		}
 	}
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.pruneLoop()
+	go t.seedLoop()
 	return t, nil
 }
 
@@ -212,13 +213,7 @@ func (t *Target) pruneLoop() {
 			return
 		case <-tick.C:
 		}
-		t.mu.Lock()
-		ms := make([]*machine, 0, len(t.machines))
-		for _, m := range t.machines {
-			ms = append(ms, m)
-		}
-		t.mu.Unlock()
-		for _, m := range ms {
+		for _, m := range t.list() {
 			m.mu.Lock()
 			if m.tree != nil && time.Since(m.tree.used) > time.Minute {
 				m.tree = nil // the comparison is over
@@ -232,6 +227,58 @@ func (t *Target) pruneLoop() {
 			}
 		}
 	}
+}
+
+// seedLoop fills the lazy base images a copy left (replica.Seed) in the
+// background, a chunk at a time, so that the first writes after an
+// initial replication do not have to read what they overwrite from disk.
+// Seeding waits while a copy is under way.
+func (t *Target) seedLoop() {
+	defer t.wg.Done()
+	for {
+		busy := false
+		for _, m := range t.list() {
+			if t.ctx.Err() != nil {
+				return
+			}
+			if st := m.rep.Status(); st.SeedLeft == 0 || st.Copying {
+				continue
+			}
+			left, err := m.rep.Seed(t.ctx, seedChunk)
+			switch {
+			case errors.Is(err, replica.ErrCopying), errors.Is(err, context.Canceled):
+			case err != nil:
+				t.log.Warn("seed base images", "machine", m.id, "err", err)
+			case left == 0:
+				t.log.Info("base images seeded from the copy", "machine", m.id)
+			default:
+				busy = true
+			}
+		}
+		wait := time.Second
+		if busy {
+			wait = 0
+		}
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// seedChunk is the most one call of the seed loop seeds of one replica.
+const seedChunk = 32 << 20
+
+// list returns the machines.
+func (t *Target) list() []*machine {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ms := make([]*machine, 0, len(t.machines))
+	for _, m := range t.machines {
+		ms = append(ms, m)
+	}
+	return ms
 }
 
 // Serve accepts connections on l until ctx ends or Close.

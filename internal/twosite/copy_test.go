@@ -64,6 +64,9 @@ func TestWritesDuringInitialCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.WaitApplied(60*time.Second, last)
+	// The master target seeds the base images from the copy in the
+	// background; points stay exact meanwhile and after.
+	h.WaitFor(60*time.Second, "the base images seeded", func() bool { return h.Replica().Status().SeedLeft == 0 })
 	log := g.Log()
 	rep := h.Replica()
 	points := rep.Points()

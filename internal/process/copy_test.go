@@ -1,0 +1,50 @@
+package process
+
+import (
+	"testing"
+	"time"
+)
+
+// TestCopyTuner: the tuner measures a compressed window, then a plain one,
+// keeps plain only when it is clearly faster, and measures again later.
+func TestCopyTuner(t *testing.T) {
+	run := func(compressedPause, plainPause time.Duration) (decided bool) {
+		var tu copyTuner
+		for i := range 2 * tuneWindow {
+			c := tu.compress()
+			if want := i < tuneWindow; c != want {
+				t.Fatalf("frame %d: compress %v, want %v (compressed window first)", i, c, want)
+			}
+			if c {
+				time.Sleep(compressedPause)
+			} else {
+				time.Sleep(plainPause)
+			}
+			tu.sent(c, 1<<20)
+		}
+		if !tu.decided {
+			t.Fatal("no decision after both windows")
+		}
+		d := tu.compress()
+		for i := range tuneEvery - 1 {
+			if tu.compress() != d {
+				t.Fatalf("decision changed after %d frames", i)
+			}
+			tu.sent(d, 1<<20)
+		}
+		tu.sent(d, 1<<20)
+		if tu.decided {
+			t.Fatalf("still decided after %d frames: want a new measurement", tuneEvery)
+		}
+		return d
+	}
+	if run(4*time.Millisecond, 0) {
+		t.Error("plain much faster: the tuner compresses")
+	}
+	if !run(time.Millisecond, time.Millisecond) {
+		t.Error("equal speeds: the tuner does not compress (it should, to save WAN bytes)")
+	}
+	if !run(0, 4*time.Millisecond) {
+		t.Error("compressed faster: the tuner does not compress")
+	}
+}
