@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/standby-dr/standby/internal/blockmap"
 	"github.com/standby-dr/standby/internal/wire"
 )
@@ -20,6 +22,10 @@ const copyChunk = 1 << 20
 // replica holds as zeros. Reading runs ahead of sending by a few chunks.
 func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire.CopyEnd, error) {
 	var end wire.CopyEnd
+	for _, f := range s.a.files {
+		// A larger read-ahead: the copy reads in disk order.
+		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	}
 	s.copyLeft.Store(diff.bytes())
 	defer s.copyLeft.Store(0)
 	ctx, cancel := context.WithCancel(ctx)

@@ -273,6 +273,11 @@ func (s *shipper) session(ctx context.Context) error {
 			return fmt.Errorf("resync: %w", err)
 		}
 		sent = pos.Seq
+		// The resync's bookmark (after a copy, the first consistent
+		// point) goes without waiting for the ship interval.
+		if err := s.m.SealActive(); err != nil {
+			return err
+		}
 	}
 	s.set(func(st *ReplicationStatus) {
 		st.LastError = ""
