@@ -194,6 +194,7 @@ type copyTuner struct {
 	decided bool       // mode holds until frames reaches tuneEvery
 	mode    bool       // the decision: compress
 	win     [2]tuneWin // [0] plain, [1] compressed
+	now     func() time.Time // nil: time.Now (tests set a clock)
 }
 
 type tuneWin struct {
@@ -220,9 +221,12 @@ func (t *copyTuner) compress() bool {
 // sent records a frame of n disk bytes sent, compressed or not.
 func (t *copyTuner) sent(compressed bool, n int64) {
 	now := time.Now()
+	if t.now != nil {
+		now = t.now()
+	}
 	if t.decided {
 		if t.frames++; t.frames >= tuneEvery {
-			*t = copyTuner{}
+			*t = copyTuner{now: t.now}
 		}
 		return
 	}

@@ -9,16 +9,17 @@ import (
 // keeps plain only when it is clearly faster, and measures again later.
 func TestCopyTuner(t *testing.T) {
 	run := func(compressedPause, plainPause time.Duration) (decided bool) {
-		var tu copyTuner
+		clock := time.Unix(0, 0)
+		tu := copyTuner{now: func() time.Time { return clock }}
 		for i := range 2 * tuneWindow {
 			c := tu.compress()
 			if want := i < tuneWindow; c != want {
 				t.Fatalf("frame %d: compress %v, want %v (compressed window first)", i, c, want)
 			}
 			if c {
-				time.Sleep(compressedPause)
+				clock = clock.Add(compressedPause)
 			} else {
-				time.Sleep(plainPause)
+				clock = clock.Add(plainPause)
 			}
 			tu.sent(c, 1<<20)
 		}
@@ -38,13 +39,13 @@ func TestCopyTuner(t *testing.T) {
 		}
 		return d
 	}
-	if run(4*time.Millisecond, 0) {
+	if run(4*time.Millisecond, time.Millisecond) {
 		t.Error("plain much faster: the tuner compresses")
 	}
-	if !run(time.Millisecond, time.Millisecond) {
-		t.Error("equal speeds: the tuner does not compress (it should, to save WAN bytes)")
+	if !run(time.Millisecond, 900*time.Microsecond) {
+		t.Error("plain a little faster: the tuner does not compress (it should, to save WAN bytes)")
 	}
-	if !run(0, 4*time.Millisecond) {
+	if !run(time.Millisecond, 4*time.Millisecond) {
 		t.Error("compressed faster: the tuner does not compress")
 	}
 }
