@@ -190,10 +190,10 @@ func (f *forwarder) zstd() (*zstd.Encoder, error) {
 // compression unless plain is clearly faster (it saves WAN bytes); it
 // measures again every tuneEvery frames.
 type copyTuner struct {
-	frames  int        // since the last decision
-	decided bool       // mode holds until frames reaches tuneEvery
-	mode    bool       // the decision: compress
-	win     [2]tuneWin // [0] plain, [1] compressed
+	frames  int              // since the last decision
+	decided bool             // mode holds until frames reaches tuneEvery
+	mode    bool             // the decision: compress
+	win     [2]tuneWin       // [0] plain, [1] compressed
 	now     func() time.Time // nil: time.Now (tests set a clock)
 }
 
