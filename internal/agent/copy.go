@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -11,9 +13,12 @@ import (
 	"github.com/standby-dr/standby/internal/wire"
 )
 
-// copyChunk is how much of a disk the copy reads at once; a Copy frame
-// carries at most this much data.
-const copyChunk = 1 << 20
+// copyRead is how much of a disk the copy reads at once; a Copy frame
+// carries at most copyChunk of it.
+const (
+	copyRead  = 4 << 20
+	copyChunk = 1 << 20
+)
 
 // copy sends the differing ranges of the disks as Copy frames, read from
 // the disks after StartResync: a block changed meanwhile is also in the
@@ -22,8 +27,15 @@ const copyChunk = 1 << 20
 // replica holds as zeros. Reading runs ahead of sending by a few chunks.
 func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire.CopyEnd, error) {
 	var end wire.CopyEnd
-	for _, f := range s.a.files {
-		// A larger read-ahead: the copy reads in disk order.
+	// Reads go around the page cache where the disk allows (O_DIRECT:
+	// the copy reads each block once, and filling the cache costs CPU),
+	// else with a larger read-ahead: the copy reads in disk order.
+	direct := make([]*os.File, len(s.a.files))
+	for i, f := range s.a.files {
+		if d, err := os.OpenFile(f.Name(), os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+			direct[i] = d
+			defer d.Close()
+		}
 		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 	}
 	s.copyLeft.Store(diff.bytes())
@@ -36,10 +48,10 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 		data []byte
 		err  error
 	}
-	const ahead = 4
+	const ahead = 3
 	free := make(chan []byte, ahead+2)
 	for range ahead + 2 {
-		free <- make([]byte, copyChunk)
+		free <- make([]byte, copyRead)
 	}
 	chunks := make(chan chunk, ahead)
 	go func() {
@@ -53,10 +65,10 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 				case <-ctx.Done():
 					return
 				}
-				n := min(int64(copyChunk), stop-off)
+				n := min(int64(copyRead), stop-off)
 				// A chunk ends at a chunk boundary, so reads stay aligned.
-				n = min(n, copyChunk-off%copyChunk)
-				err := readAt(f, buf[:n], off)
+				n = min(n, copyRead-off%copyRead)
+				err := readAt(f, direct[e.Disk], buf[:n], off)
 				select {
 				case chunks <- chunk{disk: e.Disk, off: off, data: buf[:n], err: err}:
 				case <-ctx.Done():
@@ -73,7 +85,13 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 		if ch.err != nil {
 			return end, fmt.Errorf("read disk %s at %d: %w", s.m.Disks()[ch.disk].Name(), ch.off, ch.err)
 		}
-		n, err := s.sendCopy(c, ch.disk, ch.off, ch.data, diff.zeroDisks[ch.disk], &end)
+		var n int
+		var err error
+		for from := 0; from < len(ch.data) && err == nil; from += copyChunk {
+			var k int
+			k, err = s.sendCopy(c, ch.disk, ch.off+int64(from), ch.data[from:min(from+copyChunk, len(ch.data))], diff.zeroDisks[ch.disk], &end)
+			n += k
+		}
 		free <- ch.data[:cap(ch.data)]
 		if err != nil {
 			return end, err
@@ -130,8 +148,19 @@ func (s *shipper) sendCopy(c *wire.Conn, disk int, off int64, data []byte, remot
 	return sent, nil
 }
 
-// readAt fills p from f at off; past the end of a file it reads zeros.
-func readAt(f *os.File, p []byte, off int64) error {
+// readAt fills p from f at off, through direct (an O_DIRECT descriptor of
+// the same file, or nil) when p and off are aligned for it; past the end of
+// a file it reads zeros.
+func readAt(f, direct *os.File, p []byte, off int64) error {
+	if direct != nil && off%directAlign == 0 && len(p)%directAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0 {
+		if n, err := direct.ReadAt(p, off); n == len(p) {
+			return nil
+		} else if err != nil && err != io.EOF {
+			return err
+		}
+		// A short read at the end of the file: finish through the cache.
+	}
 	n, err := f.ReadAt(p, off)
 	if n == len(p) {
 		return nil
@@ -145,3 +174,7 @@ func readAt(f *os.File, p []byte, off int64) error {
 	}
 	return err
 }
+
+// directAlign is the alignment of offset, length and memory an O_DIRECT
+// read needs.
+const directAlign = 4096

@@ -20,7 +20,7 @@ import (
 // session ends, the copy has failed and the agent compares again.
 
 // copyQueue is how many Copy frames may wait for the forwarding session.
-const copyQueue = 4
+const copyQueue = 8
 
 // copyOp is one Copy frame (its payload owned by the op, from copyBufs),
 // or the CopyEnd (answered on done once the target has the copy durably).

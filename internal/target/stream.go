@@ -90,7 +90,7 @@ func (t *Target) serveData(c *wire.Conn) error {
 			}
 		}
 	}()
-	items := make(chan streamItem, 4)
+	items := make(chan streamItem, 8)
 	go t.readStream(ctx, c, items)
 	var cp *copyProgress // a copy this stream's rebase started
 	for {
