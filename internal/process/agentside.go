@@ -44,8 +44,10 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 	c.SetIdleTimeout(30 * time.Second)
 	var copying bool // the last rebase started copy gen
 	var gen uint64
+	rb := copyBufs.Get().(*[]byte) // the receive buffer; a Copy frame takes it along
+	defer func() { copyBufs.Put(rb) }()
 	for {
-		t, p, err := c.Recv()
+		t, p, err := c.RecvInto(*rb)
 		if err != nil {
 			return err
 		}
@@ -104,7 +106,14 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				c.SendError(&wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase the master target took as a copy"})
 				return fmt.Errorf("%w: copy frame without a copy", wire.ErrProtocol)
 			}
-			if err := f.queueCopy(ctx, gen, p, end); err != nil {
+			var payload *[]byte
+			if end == nil {
+				payload = &p
+				if cap(p) == cap(*rb) {
+					rb = copyBufs.Get().(*[]byte) // p is *rb's array
+				}
+			}
+			if err := f.queueCopy(ctx, gen, payload, end); err != nil {
 				var we *wire.Error
 				if !errors.As(err, &we) {
 					we = &wire.Error{Code: wire.CodeUnavailable, Message: "copy: " + err.Error(), Transient: true}

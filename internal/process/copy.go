@@ -33,17 +33,14 @@ type copyOp struct {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20+wire.CopyHeaderSize); return &b }}
 
-// queueCopy queues a Copy frame's payload (copied: it is the reader's
-// buffer) or, with end set, the CopyEnd of copy gen, and for the end waits
-// until the copy is durable at the master target. It fails at once when
-// the copy has failed.
-func (f *forwarder) queueCopy(ctx context.Context, gen uint64, payload []byte, end *wire.CopyEnd) error {
-	op := &copyOp{gen: gen, end: end}
+// queueCopy queues a Copy frame's payload (which the queue then owns, and
+// returns to copyBufs once sent) or, with end set, the CopyEnd of copy
+// gen, and for the end waits until the copy is durable at the master
+// target. It fails at once when the copy has failed.
+func (f *forwarder) queueCopy(ctx context.Context, gen uint64, payload *[]byte, end *wire.CopyEnd) error {
+	op := &copyOp{gen: gen, end: end, payload: payload}
 	if end != nil {
 		op.done = make(chan error, 1)
-	} else {
-		op.payload = copyBufs.Get().(*[]byte)
-		*op.payload = append((*op.payload)[:0], payload...)
 	}
 	timeout := time.NewTimer(30 * time.Second)
 	defer timeout.Stop()

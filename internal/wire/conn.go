@@ -342,6 +342,19 @@ func (c *Conn) Recv() (Type, []byte, error) {
 	if cap(p) <= keepReadBuffer {
 		c.rbuf = p // keep small buffers; let large ones go
 	}
+	return c.received(t, p, err)
+}
+
+// RecvInto reads the next frame into buf when it fits, else into a new
+// slice; either way the payload is the caller's to keep (a Copy frame
+// handed to another goroutine without copying it).
+func (c *Conn) RecvInto(buf []byte) (Type, []byte, error) {
+	t, p, err := readFrame(c.br, buf[:0], c.maxFrame)
+	return c.received(t, p, err)
+}
+
+// received turns an Error frame into a *Error.
+func (c *Conn) received(t Type, p []byte, err error) (Type, []byte, error) {
 	if err != nil {
 		return t, nil, err
 	}
