@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -560,6 +561,9 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 			return pos0, err
 		}
 		s.a.log.Info("copy complete", "bytes", end.Bytes, "frames", end.Frames)
+		// The copy's read buffers are garbage now: give their memory back
+		// at once rather than when the runtime gets round to it.
+		debug.FreeOSMemory()
 	} else if err := mark(diff.exts); err != nil {
 		return pos0, err
 	}
