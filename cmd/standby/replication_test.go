@@ -124,7 +124,20 @@ func writeFile(t *testing.T, path, text string) {
 }
 
 func startDeployment(t *testing.T, diskSize int64) *deployment {
+	return startDeploymentWith(t, diskSize, deployOptions{})
+}
+
+// deployOptions vary a deployment.
+type deployOptions struct {
+	fill      func(*os.File) error // the source disk's content (nil: zeros)
+	bandwidth string               // the process server's bandwidth_limit ("": off)
+}
+
+func startDeploymentWith(t *testing.T, diskSize int64, o deployOptions) *deployment {
 	d := &deployment{t: t, dir: t.TempDir()}
+	if o.bandwidth == "" {
+		o.bandwidth = "off"
+	}
 	run(t, "certs", "create", "--dir", filepath.Join(d.dir, "pki"), "agent", "process", "target")
 	pki := func(n string) string {
 		return fmt.Sprintf("{cert: %s/pki/%s.crt, key: %s/pki/%s.key, ca: %s/pki/ca.crt}", d.dir, n, d.dir, n, d.dir)
@@ -133,13 +146,18 @@ func startDeployment(t *testing.T, diskSize int64) *deployment {
 	d.tgtStatus, d.agentStatus = freePort(t), freePort(t)
 	psStatus := freePort(t)
 	writeFile(t, filepath.Join(d.dir, "target.yaml"), fmt.Sprintf("listen: %s\ndata_dir: %s/target\ntls: %s\nstatus: %s\nlog_level: warn\n", tgt, d.dir, pki("target"), d.tgtStatus))
-	writeFile(t, filepath.Join(d.dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s/cache\ncache_quota: 256MiB\nmaster_target: %s\ntls: %s\nstatus: %s\nlog_level: warn\n", ps, d.dir, tgt, pki("process"), psStatus))
+	writeFile(t, filepath.Join(d.dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s/cache\ncache_quota: 256MiB\nmaster_target: %s\ntls: %s\nstatus: %s\nlog_level: warn\nbandwidth_limit: %s\n", ps, d.dir, tgt, pki("process"), psStatus, o.bandwidth))
 	d.disk, d.sock = filepath.Join(d.dir, "disk.img"), filepath.Join(d.dir, "agent.sock")
 	f, err := os.Create(d.disk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Truncate(diskSize)
+	if o.fill != nil {
+		if err := o.fill(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.Close()
 	writeFile(t, filepath.Join(d.dir, "agent.yaml"), fmt.Sprintf(`machine: web01
 state_dir: %s/agent
@@ -347,5 +365,58 @@ func TestReplicationSurvivesSIGKILL(t *testing.T) {
 	out = run(t, "target", "points", "--status", d.tgtStatus, "web01")
 	if !strings.Contains(out, "final") {
 		t.Fatalf("target points does not list the final point:\n%s", out)
+	}
+}
+
+// TestInitialCopySurvivesSIGKILL kills each role once in the middle of an
+// initial replication that goes as a copy (a slow link makes it last),
+// restarts it, and checks that replication then completes with a replica
+// equal to the source: the interrupted copy is found by the next
+// comparison and only what differs is sent again.
+func TestInitialCopySurvivesSIGKILL(t *testing.T) {
+	const diskSize = 32 << 20
+	fill := func(f *os.File) error {
+		r := rand.New(rand.NewPCG(7, 7))
+		buf := make([]byte, 1<<20)
+		for off := int64(0); off < diskSize*3/4; off += 1 << 20 {
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+			if _, err := f.WriteAt(buf, off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	for _, name := range []string{"agent", "process", "target"} {
+		t.Run(name, func(t *testing.T) {
+			d := startDeploymentWith(t, diskSize, deployOptions{fill: fill, bandwidth: "8MiB/s"})
+			victim := map[string]*roleProc{"agent": d.agentP, "process": d.process, "target": d.target}[name]
+			d.waitFor(30*time.Second, "the copy to start", func() bool {
+				r := d.replication()
+				return r.ResyncMode == "copy" && r.ResyncLeft > 0
+			})
+			killAt := time.Duration(200+rng.IntN(1500)) * time.Millisecond
+			time.Sleep(killAt) // the copy takes about 3 s at 8 MiB/s
+			left := d.replication().ResyncLeft
+			victim.signal(syscall.SIGKILL)
+			victim.start()
+			d.waitFor(120*time.Second, "protected after the restart", func() bool {
+				r := d.replication()
+				return r.State == agent.ReplProtected && r.Consistent
+			})
+			r := d.replication()
+			t.Logf("killed the %s after %s with %d bytes of the copy left; then %+v", name, killAt, left, r)
+			seq, err := d.bookmark("after-kill")
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.waitFor(60*time.Second, "the bookmark applied", func() bool { return d.replication().Applied.Seq >= seq })
+			out := run(t, "verify", "--status", d.tgtStatus, "--machine", "web01", "--point", "latest", "--source", d.disk, "-o", "json")
+			if !strings.Contains(out, `"equal": true`) {
+				t.Fatalf("verify after killing the %s mid-copy: %s", name, out)
+			}
+		})
 	}
 }
