@@ -2,10 +2,7 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"unsafe"
 
 	"github.com/standby-dr/standby/internal/journal"
 )
@@ -104,7 +101,7 @@ func (r *Replica) beginCopy(st *state, dropped []logEntry) error {
 func (r *Replica) WriteCopy(ctx context.Context, disk int, off int64, data []byte) error {
 	n := int64(len(data))
 	return r.copyOp(ctx, "write", disk, off, n, func(im image) error {
-		if f := r.directFile(disk, im); f != nil && directAligned(data, off) {
+		if f := r.direct.file(r.log, im.f, disk, false); f != nil && directAligned(data, off) {
 			_, err := f.WriteAt(data, off)
 			return err
 		}
@@ -194,55 +191,8 @@ func (r *Replica) EndCopy(ctx context.Context) error {
 	r.commit(st)
 	r.curMu.Lock()
 	clear(r.unsynced)
-	r.closeDirect()
 	r.curMu.Unlock()
 	r.generation.Add(1)
 	r.log.Info("replica: copy ended", "machine", st.MachineID, "seq", st.Applied.Seq)
 	return nil
-}
-
-// directAlign is the alignment of offset, length and memory that WriteCopy
-// needs to write around the page cache.
-const directAlign = 4096
-
-// directAligned reports whether a write of data at off can go through an
-// O_DIRECT descriptor.
-func directAligned(data []byte, off int64) bool {
-	return len(data) > 0 && off%directAlign == 0 && len(data)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
-}
-
-// directFile returns the O_DIRECT descriptor of disk's current image,
-// opened on first use, or nil where there is none (the file system refuses
-// O_DIRECT: writes then go through the page cache). Called with curMu
-// held; EndCopy and release close them (the fsync of the images covers
-// what they wrote).
-func (r *Replica) directFile(disk int, im image) *os.File {
-	if r.direct == nil {
-		r.direct = make([]*os.File, len(r.cur))
-		r.noDirect = make([]bool, len(r.cur))
-	}
-	if r.direct[disk] == nil && !r.noDirect[disk] {
-		f, err := openDirect(im.f.Name())
-		if err != nil {
-			r.noDirect[disk] = true
-			r.log.Debug("replica: no O_DIRECT for copies", "path", im.f.Name(), "err", err)
-			return nil
-		}
-		r.direct[disk] = f
-	}
-	return r.direct[disk]
-}
-
-// closeDirect closes the O_DIRECT descriptors. Called with curMu held, or
-// from release.
-func (r *Replica) closeDirect() error {
-	var errs []error
-	for i, f := range r.direct {
-		if f != nil {
-			errs = append(errs, f.Close())
-			r.direct[i] = nil
-		}
-	}
-	return errors.Join(errs...)
 }

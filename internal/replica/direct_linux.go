@@ -9,5 +9,5 @@ import (
 // (O_DIRECT): a copy writes each byte once and reads none of them back
 // soon, and filling the page cache costs more CPU than the write.
 func openDirect(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	return os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 }

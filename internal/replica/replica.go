@@ -103,10 +103,9 @@ type Replica struct {
 	curMu   sync.RWMutex // Apply writes current under Lock; live reads take RLock
 
 	// Guarded by curMu (seeded: see seedMap).
-	seeded   []*seedMap // per disk, the lazy base's seeded bitmaps; nil if the base is not lazy
-	unsynced []int64    // per disk, bytes WriteCopy wrote to current since writeback was last started
-	direct   []*os.File // per disk, current's O_DIRECT descriptor while a copy writes (curMu)
-	noDirect []bool     // per disk, O_DIRECT was refused (curMu)
+	seeded   []*seedMap  // per disk, the lazy base's seeded bitmaps; nil if the base is not lazy
+	unsynced []int64     // per disk, bytes WriteCopy wrote to current since writeback was last started
+	direct   directFiles // O_DIRECT descriptors of the images, for copies and seeding
 
 	seedLeft atomic.Int64 // bytes of unseeded blocks; changed with the bits, under curMu
 	seedAt   seedCursor   // where the next Seed starts
@@ -214,7 +213,7 @@ func closeImages(imgs []image) error {
 // release closes every file the replica holds, writing nothing: what a
 // process that dies does.
 func (r *Replica) release() error {
-	err := errors.Join(r.closeDirect(), closeImages(r.cur), closeImages(r.base), closeSeedMaps(r.seeded))
+	err := errors.Join(r.direct.close(), closeImages(r.cur), closeImages(r.base), closeSeedMaps(r.seeded))
 	r.cur, r.base, r.seeded = nil, nil, nil
 	if r.lock != nil {
 		err = errors.Join(err, r.lock.Close())

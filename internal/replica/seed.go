@@ -384,7 +384,11 @@ func (r *Replica) readPieces(group []seedPiece, buf []byte) ([][]byte, error) {
 	read := func(k int) error {
 		p := group[k]
 		off, _ := r.pieceBytes(p)
-		if err := readFull(r.cur[p.disk].f, datas[k], off); err != nil {
+		f := r.cur[p.disk].f
+		if d := r.direct.file(r.log, f, p.disk, false); d != nil && directAligned(datas[k], off) {
+			f = d
+		}
+		if err := readFull(f, datas[k], off); err != nil {
 			return fmt.Errorf("read current disk %d blocks %d..%d: %w", p.disk, p.first, p.end-1, err)
 		}
 		return nil
@@ -425,9 +429,12 @@ func (r *Replica) writePiece(ctx context.Context, p seedPiece, data []byte) erro
 		}
 		j = min(j, len(data))
 		var err error
-		if zero {
+		switch d := r.direct.file(r.log, r.base[p.disk].f, p.disk, true); {
+		case zero:
 			err = base.Zero(ctx, off+int64(i), int64(j-i), true, false)
-		} else {
+		case d != nil && directAligned(data[i:j], off+int64(i)):
+			_, err = d.WriteAt(data[i:j], off+int64(i))
+		default:
 			err = base.WriteAt(ctx, data[i:j], off+int64(i), false)
 		}
 		if err != nil {

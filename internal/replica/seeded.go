@@ -355,6 +355,9 @@ func (r *Replica) loadSeeded() error {
 // atomically, so a crash leaves old or new files, and Open repeats what is
 // missing. Called with curMu held for writing, or from Open.
 func (r *Replica) resetBase(disks []DiskInfo, which []int, gen uint64) error {
+	if err := r.direct.forgetBase(); err != nil { // of the files being replaced
+		return err
+	}
 	for _, i := range which {
 		im, err := emptyImage(filepath.Join(r.dir, baseDir, disks[i].Name+imageExt), disks[i].Size)
 		if err != nil {
