@@ -412,7 +412,46 @@ func TestRollChecksSeeded(t *testing.T) {
 // with -race): every read equals the point's content.
 func TestCopyConcurrentViews(t *testing.T) {
 	ctx := context.Background()
-	m := copyModel(t, 66, testDisks, copyPos)
+	f := newConcurrentCopy(t, 66, 15, 12)
+	r, m := f.r, f.m
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Go(func() {
+		defer close(done)
+		f.applyAll(ctx, errs)
+	})
+	loop := loopUntil(&wg, done, errs)
+	loop(func() error { return readSmallPieces(f.v, f.want) })
+	loop(func() error { return checkSomePoint(ctx, r, m) })
+	loop(func() error { _, _, err := r.Prune(ctx); return err })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := seededBlocks(r); n[0] < seedBlocks(testDisks[0].Size)/2 {
+		t.Errorf("only %v blocks seeded: the test overwrote too little", n)
+	}
+	f.finish(t)
+}
+
+// concurrentCopy is a replica after a copy, with its first point and a
+// view of it open, and batches of segments to apply while other work goes
+// on.
+type concurrentCopy struct {
+	r       *Replica
+	m       *model
+	v       *View
+	want    [][]byte // the first point's disks
+	batches [][][]byte
+	advance func() // moves the replica's clock 5 minutes on
+}
+
+func newConcurrentCopy(t *testing.T, seed uint64, batches, records int) *concurrentCopy {
+	t.Helper()
+	ctx := context.Background()
+	m := copyModel(t, seed, testDisks, copyPos)
 	m.step = time.Minute
 	o := testOptions(mustCreate(t, testDisks, nil))
 	o.Retention = retention.Policy{KeepAll: 15 * time.Minute}
@@ -427,29 +466,48 @@ func TestCopyConcurrentViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close()
+	t.Cleanup(func() { v.Close() })
+	f := &concurrentCopy{r: r, m: m, v: v, want: m.marks[first.Time.UnixNano()].disks}
+	f.advance = func() { clock.Lock(); now = now.Add(5 * time.Minute); clock.Unlock() }
 	m.bookmarkEvery = 8
-	var batches [][][]byte
-	for range 15 {
-		batches = append(batches, [][]byte{m.next(12), m.next(12)})
+	for range batches {
+		f.batches = append(f.batches, [][]byte{m.next(records), m.next(records)})
 	}
+	return f
+}
 
-	done := make(chan struct{})
-	errs := make(chan error, 100)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(done)
-		for i, b := range batches {
-			if _, err := r.ApplyBatch(ctx, b); err != nil {
-				errs <- fmt.Errorf("batch %d: %w", i, err)
-				return
-			}
-			clock.Lock()
-			now = now.Add(5 * time.Minute)
-			clock.Unlock()
+// applyAll applies the batches, the clock moving between them.
+func (f *concurrentCopy) applyAll(ctx context.Context, errs chan<- error) {
+	for i, b := range f.batches {
+		if _, err := f.r.ApplyBatch(ctx, b); err != nil {
+			errs <- fmt.Errorf("batch %d: %w", i, err)
+			return
 		}
-	})
-	loop := func(f func() error) {
+		f.advance()
+	}
+}
+
+// finish checks the view once more and every point left against the model.
+func (f *concurrentCopy) finish(t *testing.T) {
+	t.Helper()
+	if err := readSmallPieces(f.v, f.want); err != nil {
+		t.Error(err)
+	}
+	m := f.m
+	m.g().sent = len(m.g().recs)
+	for _, p := range m.wantPoints() {
+		m.pruned[p] = true
+	}
+	for _, p := range f.r.Points() {
+		delete(m.pruned, p.Time.UnixNano())
+	}
+	mustCheck(t, f.r, m)
+}
+
+// loopUntil returns a function that runs f over and over in a goroutine
+// of wg until done is closed or f fails (its error goes to errs).
+func loopUntil(wg *sync.WaitGroup, done <-chan struct{}, errs chan<- error) func(f func() error) {
+	return func(f func() error) {
 		wg.Go(func() {
 			for {
 				select {
@@ -464,29 +522,6 @@ func TestCopyConcurrentViews(t *testing.T) {
 			}
 		})
 	}
-	want := m.marks[first.Time.UnixNano()].disks
-	loop(func() error { return readSmallPieces(v, want) })
-	loop(func() error { return checkSomePoint(ctx, r, m) })
-	loop(func() error { _, _, err := r.Prune(ctx); return err })
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if err := readSmallPieces(v, want); err != nil {
-		t.Error(err)
-	}
-	if n := seededBlocks(r); n[0] < seedBlocks(testDisks[0].Size)/2 {
-		t.Errorf("only %v blocks seeded: the test overwrote too little", n)
-	}
-	m.g().sent = len(m.g().recs)
-	for _, p := range m.wantPoints() {
-		m.pruned[p] = true
-	}
-	for _, p := range r.Points() {
-		delete(m.pruned, p.Time.UnixNano())
-	}
-	mustCheck(t, r, m)
 }
 
 // readSmallPieces reads each disk of v in pieces of 5000 bytes, across

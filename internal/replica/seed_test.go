@@ -355,43 +355,15 @@ func TestSeedRefusals(t *testing.T) {
 // images hold the state at the base.
 func TestSeedConcurrent(t *testing.T) {
 	ctx := context.Background()
-	m := copyModel(t, 85, testDisks, copyPos)
-	m.step = time.Minute
-	o := testOptions(mustCreate(t, testDisks, nil))
-	o.Retention = retention.Policy{KeepAll: 15 * time.Minute}
-	var clock sync.Mutex
-	now := m.clock
-	o.Now = func() time.Time { clock.Lock(); defer clock.Unlock(); return now }
-	r := mustOpen(t, o)
-	mustCopy(t, r, m)
-	mustApply(t, r, m.withBookmark(2, "first"), m.g().at(m.g().sent))
-	first := r.Points()[0]
-	v, err := r.OpenPoint(ctx, first.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	m.bookmarkEvery = 8
-	var batches [][][]byte
-	for range 12 {
-		batches = append(batches, [][]byte{m.next(6), m.next(6)})
-	}
-
+	f := newConcurrentCopy(t, 85, 12, 6)
+	r, m := f.r, f.m
 	applied := make(chan struct{})
 	seeded := make(chan struct{})
 	errs := make(chan error, 100)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(applied)
-		for i, b := range batches {
-			if _, err := r.ApplyBatch(ctx, b); err != nil {
-				errs <- fmt.Errorf("batch %d: %w", i, err)
-				return
-			}
-			clock.Lock()
-			now = now.Add(5 * time.Minute)
-			clock.Unlock()
-		}
+		f.applyAll(ctx, errs)
 	})
 	wg.Go(func() {
 		defer close(seeded)
@@ -413,23 +385,8 @@ func TestSeedConcurrent(t *testing.T) {
 	})
 	done := make(chan struct{})
 	go func() { <-applied; <-seeded; close(done) }()
-	loop := func(f func() error) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				if err := f(); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	want := m.marks[first.Time.UnixNano()].disks
-	loop(func() error { return readSmallPieces(v, want) })
+	loop := loopUntil(&wg, done, errs)
+	loop(func() error { return readSmallPieces(f.v, f.want) })
 	loop(func() error { return checkSomePoint(ctx, r, m) })
 	loop(func() error { _, _, err := r.Prune(ctx); return err })
 	loop(func() error {
@@ -443,17 +400,7 @@ func TestSeedConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if err := readSmallPieces(v, want); err != nil {
-		t.Error(err)
-	}
-	m.g().sent = len(m.g().recs)
-	for _, p := range m.wantPoints() {
-		m.pruned[p] = true
-	}
-	for _, p := range r.Points() {
-		delete(m.pruned, p.Time.UnixNano())
-	}
-	mustCheck(t, r, m)
+	f.finish(t)
 	mustFullySeeded(t, r, m)
 }
 
