@@ -104,8 +104,12 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		return fmt.Errorf("initial replication: %w (%+v)", err, *a.Status().Replication)
 	}
 	rs := a.Status().Replication
-	fmt.Fprintf(w, "    initial replication: %s of %s disk compared and sent in %s (holes and zero blocks skipped)\n",
-		humanBytes(uint64(rs.ResyncBytes)), humanBytes(uint64(o.size)), time.Since(start).Round(time.Millisecond))
+	how := "journaled"
+	if rs.ResyncMode == "copy" {
+		how = "copied straight into the new replica"
+	}
+	fmt.Fprintf(w, "    initial replication: %s of %s disk compared and %s in %s (holes and zero blocks skipped)\n",
+		humanBytes(uint64(rs.ResyncBytes)), humanBytes(uint64(o.size)), how, time.Since(start).Round(time.Millisecond))
 
 	step("Workload for %s over %d NBD connections; achieved RPO sampled every 250ms", o.duration, o.conns)
 	var rpos []float64
