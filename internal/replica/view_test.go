@@ -55,21 +55,7 @@ func TestConcurrent(t *testing.T) {
 			clock.Unlock()
 		}
 	})
-	loop := func(f func() error) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				if err := f(); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
+	loop := loopUntil(&wg, done, errs)
 	loop(func() error { _, _, err := r.Prune(ctx); return err })
 	loop(func() error { return checkSomePoint(ctx, r, m) })
 	loop(func() error { return checkLive(ctx, r, boundaries) })
