@@ -14,15 +14,24 @@ import "sync"
 //
 // with pack the seconds per input byte zstd takes, wire the seconds per
 // byte sent the forwarder waits (window and link, bandwidth limit
-// included), and ratio the packed/input bytes. All three are moving
-// averages; the compressor is measured again every probeEvery segments.
-// Without a backlog it compresses: it only saves WAN bytes then.
+// included), and ratio the packed/input bytes. All three are ratios of
+// decaying sums, so a segment weighs by its bytes: one small segment
+// packed during a stall (a busy machine, a garbage collection) does not
+// set the estimate. The first segment packed is not measured: it pays
+// for the encoder's tables and buffers. The compressor is measured again
+// every probeEvery segments. Without a backlog it compresses: it only
+// saves WAN bytes then.
 type adaptive struct {
 	mu    sync.Mutex
 	pack  float64 // seconds per input byte to pack with zstd
 	wire  float64 // seconds waited per byte sent
 	ratio float64 // packed/input bytes when compressed
 	n     int
+
+	// The compressor's speed and ratio are ratios of decaying sums over
+	// compressed segments; warm is set once the first one is done.
+	packSecs, packIn, packOut float64
+	warm                      bool
 
 	// The downstream's rate is a ratio of decaying sums over acks.
 	waitSecs, waitBytes float64
@@ -42,21 +51,21 @@ func (a *adaptive) compress(backlog bool) bool {
 	return a.pack < a.wire*(1-a.ratio)
 }
 
-func ewma(old, v float64) float64 {
-	if old == 0 {
-		return v
-	}
-	return 0.7*old + 0.3*v
-}
-
 // packed records a compressed segment: in bytes became out in secs.
 func (a *adaptive) packed(in, out int64, secs float64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if in > 0 && secs > 0 {
-		a.pack = ewma(a.pack, secs/float64(in))
-		a.ratio = ewma(a.ratio, float64(out)/float64(in))
+	if in <= 0 || secs <= 0 {
+		return
 	}
+	if !a.warm {
+		a.warm = true
+		return
+	}
+	a.packSecs = 0.8*a.packSecs + secs
+	a.packIn = 0.8*a.packIn + float64(in)
+	a.packOut = 0.8*a.packOut + float64(out)
+	a.pack, a.ratio = a.packSecs/a.packIn, a.packOut/a.packIn
 }
 
 // limited records time spent waiting for the bandwidth limit: part of the
