@@ -119,7 +119,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 		}
 		interval, _ := r.shipInterval()
 		a.ship = &shipper{a: a, m: a.machine, addr: r.ProcessServer, tls: tc, interval: interval, window: r.Window, sealNow: make(chan struct{}, 1)}
-		a.ship.st = ReplicationStatus{State: ReplConnecting, Server: r.ProcessServer, RPOSeconds: -1}
+		a.ship.st = ReplicationStatus{Server: r.ProcessServer, RPOSeconds: -1}
+		a.ship.st.enter(ReplConnecting)
 	}
 	if a.server, err = nbd.NewServer(so); err != nil {
 		return nil, err

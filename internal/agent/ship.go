@@ -31,7 +31,9 @@ const (
 
 // ReplicationStatus is the shipper's part of GET /status.
 type ReplicationStatus struct {
-	State      string      `json:"state"`
+	State string `json:"state"`
+	// StateSince is when the agent entered State (RFC 3339, nanoseconds).
+	StateSince string      `json:"state_since,omitempty"`
 	Server     string      `json:"process_server"`
 	Durable    journal.Pos `json:"durable"` // in the process server's cache
 	Applied    journal.Pos `json:"applied"` // at the master target: the latest recovery point
@@ -56,6 +58,13 @@ type ReplicationStatus struct {
 	SentSegments uint64 `json:"sent_segments"`
 	Points       int    `json:"points"`
 	LastError    string `json:"last_error,omitempty"`
+}
+
+// enter moves to state and notes the time, when that is a change.
+func (st *ReplicationStatus) enter(state string) {
+	if st.State != state {
+		st.State, st.StateSince = state, time.Now().UTC().Format(time.RFC3339Nano)
+	}
 }
 
 // shipper sends the machine's sealed journal segments to a process server
@@ -193,7 +202,7 @@ func (s *shipper) run(ctx context.Context) {
 		switch {
 		case wire.HasCode(err, wire.CodeFenced):
 			s.a.log.Error("fenced: the master target holds a newer epoch for this machine; shipping stopped", "err", err)
-			s.set(func(st *ReplicationStatus) { st.State, st.LastError = ReplFenced, err.Error() })
+			s.set(func(st *ReplicationStatus) { st.enter(ReplFenced); st.LastError = err.Error() })
 			<-ctx.Done()
 			return
 		case wire.HasCode(err, wire.CodeGap), wire.HasCode(err, wire.CodeFork):
@@ -214,7 +223,7 @@ func (s *shipper) run(ctx context.Context) {
 			s.a.log.Debug("replication stream ended", "err", err)
 		}
 		s.set(func(st *ReplicationStatus) {
-			st.State = ReplConnecting
+			st.enter(ReplConnecting)
 			if err != nil {
 				st.LastError = err.Error()
 			}
@@ -285,9 +294,9 @@ func (s *shipper) session(ctx context.Context) error {
 		if st.State == ReplConnecting {
 			// Protected only once the replica says it is consistent
 			// (after an overflow it catches up on resync records first).
-			st.State = ReplResyncing
+			st.enter(ReplResyncing)
 			if op.Consistent && s.m.Stats().DirtyBytes == 0 {
-				st.State = ReplProtected
+				st.enter(ReplProtected)
 			}
 		}
 	})
@@ -435,10 +444,10 @@ func (s *shipper) onAck(a wire.Ack) error {
 	s.shipped = s.shipped[n:]
 	dirty := s.m.Stats().DirtyBytes
 	if s.st.State == ReplProtected && (!a.Consistent || dirty > 0) {
-		s.st.State = ReplResyncing // an overflow: the replica catches up on resync records
+		s.st.enter(ReplResyncing) // an overflow: the replica catches up on resync records
 	}
 	if a.Consistent && !s.comparing && dirty == 0 && (s.st.State == ReplInitial || s.st.State == ReplResyncing) {
-		s.st.State = ReplProtected
+		s.st.enter(ReplProtected)
 		s.a.log.Info("replica consistent: protected", "applied", a.Applied.Seq)
 	}
 	s.mu.Unlock()
@@ -488,7 +497,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	if initial {
 		state = ReplInitial
 	}
-	s.set(func(st *ReplicationStatus) { st.State = state })
+	s.set(func(st *ReplicationStatus) { st.enter(state) })
 	s.mu.Lock()
 	s.comparing = true
 	s.mu.Unlock()

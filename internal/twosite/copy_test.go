@@ -43,6 +43,7 @@ func TestWritesDuringInitialCopy(t *testing.T) {
 		return ok && r.Status().Copying
 	}
 	h.WaitFor(60*time.Second, "the copy to start", copying)
+	copyStarted := time.Now()
 	n0 := len(g.Log().Writes)
 	h.WaitFor(60*time.Second, "the copy to end", func() bool { return !copying() })
 	n1 := len(g.Log().Writes)
@@ -58,6 +59,9 @@ func TestWritesDuringInitialCopy(t *testing.T) {
 	r := h.Replication()
 	if r.ResyncMode != "copy" {
 		t.Fatalf("initial replication went as %q, want copy", r.ResyncMode)
+	}
+	if since, err := time.Parse(time.RFC3339Nano, r.StateSince); err != nil || since.Before(copyStarted) || since.After(time.Now()) {
+		t.Errorf("protected since %q (%v): want a time after the copy started (%v)", r.StateSince, err, copyStarted)
 	}
 	last, err := h.Agent.Machine().Bookmark("after-copy", false)
 	if err != nil {
