@@ -120,10 +120,17 @@ func createCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca key: %w", err)
 	}
+	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca key: %w", err)
+	}
+	sum := sha256.Sum256(spki)
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber:          newSerial(),
-		Subject:               pkix.Name{CommonName: "standby CA", Organization: []string{"standby"}},
+		SerialNumber: newSerial(),
+		// The pin's first digits tell two deployments' CAs apart in
+		// error messages ("issuer standby CA 9a1f03c2").
+		Subject:               pkix.Name{CommonName: "standby CA " + hex.EncodeToString(sum[:4]), Organization: []string{"standby"}},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(CAValidity),
 		IsCA:                  true,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -96,7 +98,9 @@ func (m *memStore) ListServers(ctx context.Context, role control.Role) ([]contro
 			out = append(out, s)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Role+control.Role(out[i].Name) < out[j].Role+control.Role(out[j].Name) })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Role+control.Role(out[i].Name) < out[j].Role+control.Role(out[j].Name)
+	})
 	return out, nil
 }
 
@@ -145,7 +149,7 @@ func mustServer(tb testing.TB) *testServer {
 		h.ServeHTTP(w, r)
 	}))
 	srv.TLS = ListenerTLS(ts.CA.Pool(), cert)
-	srv.Config.ErrorLog = nil
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refusals are asserted on, not printed
 	srv.StartTLS()
 	tb.Cleanup(srv.Close)
 	ts.URL = srv.URL
@@ -193,4 +197,13 @@ func leafOf(tb testing.TB, certPEM []byte) *x509.Certificate {
 		tb.Fatal(err)
 	}
 	return c
+}
+
+func mustGet(tb testing.TB, url string) *http.Request {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return req
 }

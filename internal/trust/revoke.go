@@ -180,3 +180,30 @@ func (s *RevocationSet) Revoked(serial string, id Identity) bool {
 	s.mu.RUnlock()
 	return cur.Revoked(serial, id)
 }
+
+// FetchRevocations asks the configuration server at serverURL for the
+// revoked servers (GET /v1/revoked), over mutual TLS with l's
+// certificate. Roles call it every few minutes and install the answer in
+// their RevocationSet. When the server cannot be reached, a role keeps the
+// list it has: replication must not stop because the control plane is
+// away.
+func FetchRevocations(ctx context.Context, l *Local, serverURL string) (*Revocations, error) {
+	u, err := endpoint(serverURL, RevokedPath)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, joinTimeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	var l2 RevokedList
+	if err := do(ClientTLS(l.Roots, l.Cert, Identity{Role: RoleServer}), req, &l2); err != nil {
+		return nil, fmt.Errorf("fetch revocations from %s: %w", u.Host, err)
+	}
+	return l2.Revocations(), nil
+}
