@@ -185,7 +185,7 @@ func (r *Registrar) join(ctx context.Context, req JoinRequest) (JoinResponse, st
 	}
 	if err := r.Store.CreateServer(ctx, srv); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return JoinResponse{}, "", fmt.Errorf("a %s named %q is registered already (joined meanwhile); the token is spent, create another: %w", req.Role, req.Name, ErrExists)
+			return JoinResponse{}, "", fmt.Errorf("server %q with role %s was registered meanwhile; the token is spent, create another: %w", req.Name, req.Role, ErrExists)
 		}
 		return JoinResponse{}, "", fmt.Errorf("record server %s: %w", ident, err)
 	}
@@ -211,7 +211,7 @@ func (r *Registrar) checkNameFree(ctx context.Context, role control.Role, name s
 	}
 	for _, s := range servers {
 		if s.Name == name {
-			return fmt.Errorf("a %s named %q is registered already (server %s); remove it first or join with another --name: %w", role, name, s.ID, ErrExists)
+			return fmt.Errorf("server %q with role %s is registered already (id %s); remove it first or join with another --name: %w", name, role, s.ID, ErrExists)
 		}
 	}
 	return nil
