@@ -29,6 +29,10 @@ var (
 	ErrTokenExpired = errors.New("join token expired")
 	// ErrSchemaTooNew: the database was migrated by a newer Standby.
 	ErrSchemaTooNew = errors.New("database schema is newer than this standby")
+	// ErrInvalid: the input was refused (an empty ID or name, an unknown
+	// role or state, text with a NUL byte); the message names the field.
+	// It is permanent: the same call fails the same way.
+	ErrInvalid = errors.New("invalid")
 )
 
 // Store is the control plane's persistence. Every method is safe for
