@@ -32,9 +32,10 @@ type errorBody struct {
 
 // Handler serves POST /v1/join (TLS without a client certificate: the
 // joiner has none yet), POST /v1/renew (mutual TLS: the certificate to be
-// renewed authenticates the call) and GET /v1/crl (the CA's revocation
-// list, DER, for roles to check each other). Mount it on the
-// configuration server's listener (ListenerTLS).
+// renewed authenticates the call), GET /v1/revoked (mutual TLS: the
+// revoked servers, JSON, for roles to check each other) and GET /v1/crl
+// (the same serials as an X.509 CRL, DER). Mount it for those four paths
+// on the configuration server's listener (ListenerTLS).
 func (r *Registrar) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+JoinPath, r.serveJoin)
