@@ -45,11 +45,17 @@ func testAlerts(t *testing.T, s store.Store) {
 	if !isNew || got.ID != "fixed-id" {
 		t.Fatalf("other key: new %v, id %q; want new with the given ID", isNew, got.ID)
 	}
+	// The caller may name the alert on every raise.
+	got, isNew, err = s.RaiseAlert(ctx(t), other)
+	must(t, "raise another again, same ID", err)
+	if isNew || got.ID != "fixed-id" || got.Count != 2 {
+		t.Fatalf("other key again: new %v, %+v; want a repeat with count 2", isNew, got)
+	}
 
 	active, err := s.ListAlerts(ctx(t), true)
 	must(t, "list", err)
 	same(t, "active alerts", names(active, func(a control.Alert) string { return fmt.Sprint(a.Key, " ", a.Count) }),
-		[]string{"server/a1 1", "rpo/m1 3"})
+		[]string{"server/a1 2", "rpo/m1 3"})
 	same(t, "last seen of the third raise", active[1].LastSeen, um(at(2*time.Minute)))
 
 	must(t, "clear", s.ClearAlert(ctx(t), "rpo/m1", at(time.Hour)))
@@ -75,7 +81,7 @@ func testAlerts(t *testing.T, s store.Store) {
 	all, err = s.ListAlerts(ctx(t), false)
 	must(t, "list all", err)
 	same(t, "all alerts, newest raised first", names(all, func(a control.Alert) string { return fmt.Sprint(a.Key, " ", a.Count) }),
-		[]string{"rpo/m1 1", "server/a1 1", "rpo/m1 3"})
+		[]string{"rpo/m1 1", "server/a1 2", "rpo/m1 3"})
 	_, _, err = s.RaiseAlert(ctx(t), control.Alert{ID: first.ID, Key: "other", RaisedAt: at(0)})
 	wantErr(t, "new alert with a used ID", err, store.ErrExists)
 }
