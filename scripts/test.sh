@@ -21,6 +21,9 @@ need fio fio
 need fusermount3 fuse3
 need mkfs.ext4 e2fsprogs
 need losetup mount
+# PostgreSQL's server binaries are not on PATH on Debian; the store tests
+# start their own cluster from them (internal/store/postgres/pgtest).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${need_pkgs[@]}" | sort -u | tr '\n' ' ')
   if [ "$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi
