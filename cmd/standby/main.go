@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/standby-dr/standby/internal/control"
 )
 
 // command is one CLI command. Each lives in its own file as newXCommand.
@@ -39,7 +41,11 @@ func (e *env) logger(level string) *slog.Logger {
 }
 
 func commands() []command {
-	return []command{
+	return append([]command{
+		newServerCommand(),
+		newJoinCommand(control.RoleAgent),
+		newJoinCommand(control.RoleProcess),
+		newJoinCommand(control.RoleTarget),
 		newAgentCommand(),
 		newProcessCommand(),
 		newTargetCommand(),
@@ -50,7 +56,7 @@ func commands() []command {
 		newJournalReplayCommand(),
 		newDemoCommand(),
 		newVersionCommand(),
-	}
+	}, controlCommands()...)
 }
 
 // usageError is a mistake in the command line: exit code 2.

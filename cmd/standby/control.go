@@ -1,0 +1,302 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/standby-dr/standby/internal/control"
+)
+
+// The commands that manage the control plane through the configuration
+// server's API (internal/api). Each prints the API's JSON with -o json.
+
+func controlCommands() []command {
+	cmds := []apiCommand{
+		{name: "machines list", short: "list machines the agents reported, protected or not", usage: "[--group NAME] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				g := fs.String("group", "", "only the machines of this protection group")
+				return func() (url.Values, any, error) {
+					q := url.Values{}
+					if *g != "" {
+						q.Set("group", *g)
+					}
+					return q, nil, nil
+				}
+			},
+			method: "GET", path: fixed("/v1/machines"), text: printMachines},
+		{name: "machines show", short: "one machine: state, health and why, replication", usage: "NAME [-o json]", nargs: 1,
+			method: "GET", path: func(a []string) string { return "/v1/machines/" + esc(a[0]) }, text: printMachine},
+		{name: "machines points", short: "a machine's recovery points (catalogue of its master target)", usage: "NAME [--at TIME] [-o json]", nargs: 1,
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				at := fs.String("at", "", "also pick the newest point at or before this RFC 3339 time")
+				return func() (url.Values, any, error) {
+					q := url.Values{}
+					if *at != "" {
+						q.Set("at", *at)
+					}
+					return q, nil, nil
+				}
+			},
+			method: "GET", path: func(a []string) string { return "/v1/machines/" + esc(a[0]) + "/points" }, text: printPoints},
+		{name: "groups list", short: "list protection groups and their policies", usage: "[-o json]",
+			method: "GET", path: fixed("/v1/groups"), text: printGroups},
+		{name: "groups create", short: "create a protection group (policy fields not given take their defaults)", usage: "NAME [--policy JSON] [-o json]", nargs: 1,
+			flags: groupFlags, method: "POST", path: fixed("/v1/groups"), text: printGroup},
+		{name: "groups set", short: "change a protection group's policy", usage: "NAME --policy JSON [-o json]", nargs: 1,
+			flags: groupFlags, method: "PUT", path: func(a []string) string { return "/v1/groups/" + esc(a[0]) }, text: printGroup},
+		{name: "servers list", short: "list registered agents, process servers and master targets", usage: "[--role agent|process|target] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				role := fs.String("role", "", "only servers of this role")
+				return func() (url.Values, any, error) {
+					q := url.Values{}
+					if *role != "" {
+						q.Set("role", *role)
+					}
+					return q, nil, nil
+				}
+			},
+			method: "GET", path: fixed("/v1/servers"), text: printServers},
+		{name: "servers revoke", short: "revoke a server: its certificate is refused from now on", usage: "ID [-o json]", nargs: 1,
+			method: "POST", path: func(a []string) string { return "/v1/servers/" + esc(a[0]) + "/revoke" }},
+		{name: "token create", short: "make a one-time join token for an agent, process server or master target", usage: "--role ROLE [--ttl 1h] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				role := fs.String("role", "", "agent, process or target")
+				ttl := fs.Duration("ttl", time.Hour, "how long the token may be used (once)")
+				return func() (url.Values, any, error) {
+					if *role == "" {
+						return nil, nil, usagef("token create needs --role agent|process|target")
+					}
+					return nil, map[string]string{"role": *role, "ttl": ttl.String()}, nil
+				}
+			},
+			method: "POST", path: fixed("/v1/tokens"), text: func(w io.Writer, raw json.RawMessage) error {
+				var r struct {
+					Token string            `json:"token"`
+					Info  control.JoinToken `json:"info"`
+				}
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(w, "%s\n(one use, as a %s, until %s)\n", r.Token, r.Info.Role, r.Info.ExpiresAt.Local().Format(time.RFC3339))
+				return err
+			}},
+		{name: "users create", short: "create an API user (admin, operator or viewer); prints its token once", usage: "NAME --role ROLE [-o json]", nargs: 1,
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				role := fs.String("role", "", "admin, operator or viewer")
+				return func() (url.Values, any, error) {
+					return nil, map[string]string{"name": fs.Arg(0), "role": *role}, nil
+				}
+			},
+			method: "POST", path: fixed("/v1/users"), text: func(w io.Writer, raw json.RawMessage) error {
+				var r struct {
+					Token string `json:"token"`
+				}
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintln(w, r.Token)
+				return err
+			}},
+		{name: "users list", short: "list API users", usage: "[-o json]", method: "GET", path: fixed("/v1/users"), text: printUsers},
+		{name: "jobs list", short: "list jobs, newest first", usage: "[--unfinished] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				u := fs.Bool("unfinished", false, "only jobs still queued or running")
+				return func() (url.Values, any, error) {
+					q := url.Values{}
+					if *u {
+						q.Set("unfinished", "true")
+					}
+					return q, nil, nil
+				}
+			},
+			method: "GET", path: fixed("/v1/jobs"), text: printJobs},
+		{name: "alerts list", short: "list active alerts", usage: "[--all] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				all := fs.Bool("all", false, "cleared alerts too")
+				return func() (url.Values, any, error) {
+					q := url.Values{}
+					if *all {
+						q.Set("all", "true")
+					}
+					return q, nil, nil
+				}
+			},
+			method: "GET", path: fixed("/v1/alerts"), text: printAlerts},
+		{name: "audit", short: "the audit log: who changed what, when, with what result", usage: "[--limit N] [-o json]",
+			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+				n := fs.Int("limit", 50, "at most this many entries, newest first")
+				return func() (url.Values, any, error) {
+					return url.Values{"limit": {strconv.Itoa(*n)}}, nil, nil
+				}
+			},
+			method: "GET", path: fixed("/v1/audit"), text: printAudit},
+	}
+	out := make([]command, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.command()
+	}
+	return out
+}
+
+func groupFlags(fs *flag.FlagSet) func() (url.Values, any, error) {
+	policy := fs.String("policy", "", `policy fields as JSON, e.g. '{"point_interval": "5s", "rpo_threshold": "1m"}'`)
+	return func() (url.Values, any, error) {
+		body := map[string]any{"name": fs.Arg(0)}
+		if *policy != "" {
+			var p json.RawMessage
+			if err := json.Unmarshal([]byte(*policy), &p); err != nil {
+				return nil, nil, usagef("--policy: not JSON: %v", err)
+			}
+			body["policy"] = p
+		}
+		return nil, body, nil
+	}
+}
+
+func printMachines(w io.Writer, raw json.RawMessage) error {
+	var ms []control.Machine
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(ms))
+	for _, m := range ms {
+		rpo := "-"
+		if m.Replication.RPOSeconds >= 0 && !m.Replication.ReportedAt.IsZero() {
+			rpo = fmt.Sprintf("%.1fs", m.Replication.RPOSeconds)
+		}
+		rows = append(rows, []string{m.Name, string(m.State), string(m.Health), rpo, strconv.Itoa(len(m.Disks)), orDash(m.Group)})
+	}
+	return table(w, "NAME STATE HEALTH RPO DISKS GROUP", rows)
+}
+
+func printMachine(w io.Writer, raw json.RawMessage) error {
+	var m control.Machine
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "machine   %s (%s)\nstate     %s\nhealth    %s\n", m.Name, m.ID, m.State, m.Health)
+	for _, r := range m.HealthReasons {
+		fmt.Fprintf(w, "          - %s\n", r)
+	}
+	fmt.Fprintf(w, "group     %s\nprocess   %s\ntarget    %s\nepoch     %d\n", orDash(m.Group), orDash(m.Process), orDash(m.Target), m.Epoch)
+	r := m.Replication
+	fmt.Fprintf(w, "replication %s, RPO %.1fs, backlog %d bytes, resync left %d bytes, reported %s\n", orDash(r.State), r.RPOSeconds, r.BacklogBytes, r.ResyncLeft, ago(r.ReportedAt))
+	for _, d := range m.Disks {
+		fmt.Fprintf(w, "disk      %s %d bytes\n", d.Name, d.Size)
+	}
+	return nil
+}
+
+func printPoints(w io.Writer, raw json.RawMessage) error {
+	var b struct {
+		Points []control.RecoveryPoint `json:"points"`
+		At     *control.RecoveryPoint  `json:"at"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(b.Points))
+	for _, p := range b.Points {
+		kind := "crash"
+		if p.AppConsistent {
+			kind = "app"
+		}
+		mark := ""
+		if b.At != nil && b.At.ID == p.ID {
+			mark = "<- at"
+		}
+		rows = append(rows, []string{strconv.FormatUint(p.ID, 10), p.Time.Local().Format(time.RFC3339), kind, orDash(p.Label), mark})
+	}
+	return table(w, "ID TIME KIND LABEL ", rows)
+}
+
+func printGroups(w io.Writer, raw json.RawMessage) error {
+	var gs []control.Group
+	if err := json.Unmarshal(raw, &gs); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(gs))
+	for _, g := range gs {
+		rows = append(rows, []string{g.Name, g.Policy.PointInterval.String(), g.Policy.RPOThreshold.String(), g.Policy.Compression})
+	}
+	return table(w, "NAME POINTS RPO-ALERT COMPRESSION", rows)
+}
+
+func printGroup(w io.Writer, raw json.RawMessage) error {
+	var g control.Group
+	if err := json.Unmarshal(raw, &g); err != nil {
+		return err
+	}
+	p, _ := json.MarshalIndent(g.Policy, "", "  ")
+	_, err := fmt.Fprintf(w, "group %s (%s)\npolicy %s\n", g.Name, g.ID, p)
+	return err
+}
+
+func printServers(w io.Writer, raw json.RawMessage) error {
+	var ss []control.Server
+	if err := json.Unmarshal(raw, &ss); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(ss))
+	for _, s := range ss {
+		state := "ok"
+		if s.Revoked {
+			state = "revoked"
+		}
+		rows = append(rows, []string{s.ID, string(s.Role), s.Name, orDash(s.Address), orDash(s.Version), ago(s.HeartbeatAt), state})
+	}
+	return table(w, "ID ROLE NAME ADDRESS VERSION HEARTBEAT STATE", rows)
+}
+
+func printUsers(w io.Writer, raw json.RawMessage) error {
+	var us []control.User
+	if err := json.Unmarshal(raw, &us); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(us))
+	for _, u := range us {
+		rows = append(rows, []string{u.Name, string(u.Role), u.CreatedAt.Local().Format(time.RFC3339), strconv.FormatBool(u.Disabled)})
+	}
+	return table(w, "NAME ROLE CREATED DISABLED", rows)
+}
+
+func printJobs(w io.Writer, raw json.RawMessage) error {
+	var js []control.Job
+	if err := json.Unmarshal(raw, &js); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(js))
+	for _, j := range js {
+		rows = append(rows, []string{j.ID, j.Kind, orDash(j.Object), string(j.State), fmt.Sprintf("%.0f%%", 100*j.Progress), ago(j.CreatedAt), orDash(j.Error)})
+	}
+	return table(w, "ID KIND OBJECT STATE PROGRESS CREATED ERROR", rows)
+}
+
+func printAlerts(w io.Writer, raw json.RawMessage) error {
+	var as []control.Alert
+	if err := json.Unmarshal(raw, &as); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(as))
+	for _, a := range as {
+		rows = append(rows, []string{string(a.Severity), a.Message, strconv.Itoa(a.Count), ago(a.RaisedAt), ago(a.ClearedAt)})
+	}
+	return table(w, "SEVERITY MESSAGE COUNT RAISED CLEARED", rows)
+}
+
+func printAudit(w io.Writer, raw json.RawMessage) error {
+	var es []control.AuditEntry
+	if err := json.Unmarshal(raw, &es); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(es))
+	for _, e := range es {
+		rows = append(rows, []string{e.At.Local().Format(time.RFC3339), e.Actor, e.Action, e.Object, e.Result})
+	}
+	return table(w, "WHEN WHO ACTION OBJECT RESULT", rows)
+}

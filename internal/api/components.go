@@ -1,0 +1,147 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/store"
+)
+
+// heartbeatRequest is what every component sends every few seconds.
+type heartbeatRequest struct {
+	Version  string           `json:"version"`
+	Address  string           `json:"address,omitempty"` // process servers and master targets: where peers reach them
+	Capacity control.Capacity `json:"capacity"`
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := principalOf(r.Context()).comp
+	var req heartbeatRequest
+	if err := decode(w, r, &req); err != nil {
+		return nil, err
+	}
+	if req.Capacity.Machines < 0 || req.Capacity.MaxMachines < 0 || req.Capacity.FreeBytes < 0 {
+		return nil, errorf(http.StatusBadRequest, "capacity: negative numbers")
+	}
+	if req.Address != "" {
+		srv, err := s.o.Store.GetServer(r.Context(), id.ID)
+		if err != nil {
+			return nil, err
+		}
+		if srv.Address != req.Address {
+			srv.Address = req.Address
+			if err := s.o.Store.UpdateServer(r.Context(), srv); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := s.o.Store.Heartbeat(r.Context(), id.ID, s.now(), req.Version, req.Capacity); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// agentReport is what an agent reports of its machine: identity, disks
+// and replication.
+type agentReport struct {
+	ID          string                    `json:"id"`   // the machine ID the agent's journal carries
+	Name        string                    `json:"name"` // unique across the deployment
+	Disks       []control.Disk            `json:"disks"`
+	Replication control.ReplicationReport `json:"replication"`
+}
+
+func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error) {
+	agent := principalOf(r.Context()).comp
+	var req agentReport
+	if err := decode(w, r, &req); err != nil {
+		return nil, err
+	}
+	if err := checkName("machine", req.Name); err != nil {
+		return nil, err
+	}
+	if !validName.MatchString(req.ID) {
+		return nil, errorf(http.StatusBadRequest, "machine id %q: want the agent's machine ID", req.ID)
+	}
+	if len(req.Disks) == 0 || len(req.Disks) > 64 {
+		return nil, errorf(http.StatusBadRequest, "a machine reports 1 to 64 disks, not %d", len(req.Disks))
+	}
+	for _, d := range req.Disks {
+		if d.Name == "" || d.Size <= 0 {
+			return nil, errorf(http.StatusBadRequest, "disk %q of size %d: want a name and a positive size", d.Name, d.Size)
+		}
+	}
+	ctx := r.Context()
+	req.Replication.ReportedAt = s.now()
+	for attempt := 0; ; attempt++ {
+		m, err := s.o.Store.GetMachine(ctx, req.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			m = control.Machine{ID: req.ID, Name: req.Name, Agent: agent.ID, Disks: req.Disks, State: control.StateUnprotected, Health: control.HealthNormal, Replication: req.Replication, UpdatedAt: s.now()}
+			m, err = s.o.Store.CreateMachine(ctx, m)
+			if err == nil {
+				s.audit(ctx, "machine.discover", "machine/"+req.Name, nil, "")
+				return m, nil
+			}
+			if errors.Is(err, store.ErrExists) && attempt < 3 {
+				continue // created meanwhile, or the name is taken: look again
+			}
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.Agent != agent.ID {
+			return nil, errorf(http.StatusConflict, "machine %s (%s) is reported by agent %s, not this one (%s)", m.Name, m.ID, m.Agent, agent.ID)
+		}
+		m.Disks, m.Replication, m.Name, m.UpdatedAt = req.Disks, req.Replication, req.Name, s.now()
+		// What the agent does moves the protection state on.
+		evs := control.ReportEvents(m.State, req.Replication.State)
+		before := m.State
+		if m.State, err = control.Apply(m.State, evs...); err != nil {
+			s.o.Log.Warn("agent report refused by the state machine", "machine", m.Name, "state", before, "agent_state", req.Replication.State, "err", err)
+		}
+		m, err = s.o.Store.UpdateMachine(ctx, m)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.State != before {
+			s.audit(ctx, "machine.state", "machine/"+m.Name, nil, fmt.Sprintf("%s -> %s (agent %s)", before, m.State, req.Replication.State))
+		}
+		return m, nil
+	}
+}
+
+// targetPointsRequest is a master target's catalogue of one machine's
+// recovery points: all of them, replacing what was there.
+type targetPointsRequest struct {
+	Machine string                  `json:"machine"` // the machine ID
+	Points  []control.RecoveryPoint `json:"points"`
+}
+
+func (s *Server) targetPoints(w http.ResponseWriter, r *http.Request) (any, error) {
+	target := principalOf(r.Context()).comp
+	var req targetPointsRequest
+	if err := decode(w, r, &req); err != nil {
+		return nil, err
+	}
+	m, err := s.o.Store.GetMachine(r.Context(), req.Machine)
+	if err != nil {
+		return nil, err
+	}
+	if m.Target != target.ID {
+		return nil, errorf(http.StatusConflict, "machine %s is not replicated to this master target (%s)", m.Name, target.ID)
+	}
+	if len(req.Points) > 100000 {
+		return nil, errorf(http.StatusBadRequest, "%d points: at most 100000", len(req.Points))
+	}
+	for i := range req.Points {
+		req.Points[i].Machine = m.ID
+	}
+	slices.SortFunc(req.Points, func(a, b control.RecoveryPoint) int { return b.Time.Compare(a.Time) })
+	return nil, s.o.Store.ReplacePoints(r.Context(), m.ID, req.Points)
+}
