@@ -51,7 +51,7 @@ func (a *apiFlags) client() (*client.Client, error) {
 type apiCommand struct {
 	name, short, usage string
 	nargs              int // positional arguments wanted
-	flags              func(fs *flag.FlagSet) func() (query url.Values, body any, err error)
+	flags              func(fs *flag.FlagSet) func(args []string) (query url.Values, body any, err error)
 	method             string
 	path               func(args []string) string
 	text               func(w io.Writer, raw json.RawMessage) error
@@ -61,16 +61,18 @@ func (c apiCommand) command() command {
 	return command{name: c.name, short: c.short, run: func(ctx context.Context, e *env, args []string) error {
 		fs := newFlags(e, c.name, c.usage)
 		af := addAPIFlags(fs)
-		var extra func() (url.Values, any, error)
+		var extra func([]string) (url.Values, any, error)
 		if c.flags != nil {
 			extra = c.flags(fs)
 		}
-		if err := parseFlags(fs, args); err != nil {
+		pos, err := parseInterspersed(fs, args)
+		if err != nil {
 			return err
 		}
-		if fs.NArg() != c.nargs {
+		if len(pos) != c.nargs {
 			return usagef("usage: standby %s %s", c.name, c.usage)
 		}
+		args = pos
 		cl, err := af.client()
 		if err != nil {
 			return err
@@ -78,11 +80,11 @@ func (c apiCommand) command() command {
 		var q url.Values
 		var body any
 		if extra != nil {
-			if q, body, err = extra(); err != nil {
+			if q, body, err = extra(args); err != nil {
 				return err
 			}
 		}
-		path := c.path(fs.Args())
+		path := c.path(args)
 		if len(q) > 0 {
 			path += "?" + q.Encode()
 		}
@@ -127,4 +129,26 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// parseInterspersed parses flags wherever they are among the positional
+// arguments (`machines protect web01 --group web`), which flag.Parse
+// alone does not; it returns the positional arguments. "--" ends the
+// flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }

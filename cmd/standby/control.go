@@ -18,9 +18,9 @@ import (
 func controlCommands() []command {
 	cmds := []apiCommand{
 		{name: "machines list", short: "list machines the agents reported, protected or not", usage: "[--group NAME] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				g := fs.String("group", "", "only the machines of this protection group")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					q := url.Values{}
 					if *g != "" {
 						q.Set("group", *g)
@@ -32,9 +32,9 @@ func controlCommands() []command {
 		{name: "machines show", short: "one machine: state, health and why, replication", usage: "NAME [-o json]", nargs: 1,
 			method: "GET", path: func(a []string) string { return "/v1/machines/" + esc(a[0]) }, text: printMachine},
 		{name: "machines points", short: "a machine's recovery points (catalogue of its master target)", usage: "NAME [--at TIME] [-o json]", nargs: 1,
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				at := fs.String("at", "", "also pick the newest point at or before this RFC 3339 time")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					q := url.Values{}
 					if *at != "" {
 						q.Set("at", *at)
@@ -50,9 +50,9 @@ func controlCommands() []command {
 		{name: "groups set", short: "change a protection group's policy", usage: "NAME --policy JSON [-o json]", nargs: 1,
 			flags: groupFlags, method: "PUT", path: func(a []string) string { return "/v1/groups/" + esc(a[0]) }, text: printGroup},
 		{name: "servers list", short: "list registered agents, process servers and master targets", usage: "[--role agent|process|target] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				role := fs.String("role", "", "only servers of this role")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					q := url.Values{}
 					if *role != "" {
 						q.Set("role", *role)
@@ -64,10 +64,10 @@ func controlCommands() []command {
 		{name: "servers revoke", short: "revoke a server: its certificate is refused from now on", usage: "ID [-o json]", nargs: 1,
 			method: "POST", path: func(a []string) string { return "/v1/servers/" + esc(a[0]) + "/revoke" }},
 		{name: "token create", short: "make a one-time join token for an agent, process server or master target", usage: "--role ROLE [--ttl 1h] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				role := fs.String("role", "", "agent, process or target")
 				ttl := fs.Duration("ttl", time.Hour, "how long the token may be used (once)")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					if *role == "" {
 						return nil, nil, usagef("token create needs --role agent|process|target")
 					}
@@ -86,10 +86,10 @@ func controlCommands() []command {
 				return err
 			}},
 		{name: "users create", short: "create an API user (admin, operator or viewer); prints its token once", usage: "NAME --role ROLE [-o json]", nargs: 1,
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				role := fs.String("role", "", "admin, operator or viewer")
-				return func() (url.Values, any, error) {
-					return nil, map[string]string{"name": fs.Arg(0), "role": *role}, nil
+				return func(args []string) (url.Values, any, error) {
+					return nil, map[string]string{"name": args[0], "role": *role}, nil
 				}
 			},
 			method: "POST", path: fixed("/v1/users"), text: func(w io.Writer, raw json.RawMessage) error {
@@ -104,9 +104,9 @@ func controlCommands() []command {
 			}},
 		{name: "users list", short: "list API users", usage: "[-o json]", method: "GET", path: fixed("/v1/users"), text: printUsers},
 		{name: "jobs list", short: "list jobs, newest first", usage: "[--unfinished] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				u := fs.Bool("unfinished", false, "only jobs still queued or running")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					q := url.Values{}
 					if *u {
 						q.Set("unfinished", "true")
@@ -116,9 +116,9 @@ func controlCommands() []command {
 			},
 			method: "GET", path: fixed("/v1/jobs"), text: printJobs},
 		{name: "alerts list", short: "list active alerts", usage: "[--all] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				all := fs.Bool("all", false, "cleared alerts too")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					q := url.Values{}
 					if *all {
 						q.Set("all", "true")
@@ -128,9 +128,9 @@ func controlCommands() []command {
 			},
 			method: "GET", path: fixed("/v1/alerts"), text: printAlerts},
 		{name: "audit", short: "the audit log: who changed what, when, with what result", usage: "[--limit N] [-o json]",
-			flags: func(fs *flag.FlagSet) func() (url.Values, any, error) {
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				n := fs.Int("limit", 50, "at most this many entries, newest first")
-				return func() (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) {
 					return url.Values{"limit": {strconv.Itoa(*n)}}, nil, nil
 				}
 			},
@@ -143,10 +143,10 @@ func controlCommands() []command {
 	return out
 }
 
-func groupFlags(fs *flag.FlagSet) func() (url.Values, any, error) {
+func groupFlags(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 	policy := fs.String("policy", "", `policy fields as JSON, e.g. '{"point_interval": "5s", "rpo_threshold": "1m"}'`)
-	return func() (url.Values, any, error) {
-		body := map[string]any{"name": fs.Arg(0)}
+	return func(args []string) (url.Values, any, error) {
+		body := map[string]any{"name": args[0]}
 		if *policy != "" {
 			var p json.RawMessage
 			if err := json.Unmarshal([]byte(*policy), &p); err != nil {

@@ -56,7 +56,7 @@ func commands() []command {
 		newJournalReplayCommand(),
 		newDemoCommand(),
 		newVersionCommand(),
-	}, controlCommands()...)
+	}, append(controlCommands(), jobCommands()...)...)
 }
 
 // usageError is a mistake in the command line: exit code 2.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/orchestrate"
 	"github.com/standby-dr/standby/internal/store"
 	"github.com/standby-dr/standby/internal/store/sqlite"
 	"github.com/standby-dr/standby/internal/trust"
@@ -39,7 +40,12 @@ func newFixture(t testing.TB, mod ...func(*Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Store: st, Version: "test", NewJoinToken: func(role control.Role, ttl time.Duration, by string, now time.Time) (string, control.JoinToken, error) {
+	jobs := &orchestrate.Runner{Store: st, Planners: map[string]orchestrate.Planner{
+		"protect": orchestrate.PlannerFunc(func(control.Job) ([]orchestrate.StepSpec, error) {
+			return []orchestrate.StepSpec{{Name: "wait", Run: func(context.Context, *orchestrate.StepRun) error { return nil }}}, nil
+		}),
+	}} // not run: jobs stay queued
+	o := Options{Store: st, Version: "test", Jobs: jobs, NewJoinToken: func(role control.Role, ttl time.Duration, by string, now time.Time) (string, control.JoinToken, error) {
 		return trust.NewJoinToken(role, ttl, by, ca.Pin(), now)
 	}}
 	for _, m := range mod {

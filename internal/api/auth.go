@@ -22,6 +22,10 @@ type Identity struct {
 	ID   string
 }
 
+// ErrPeerForbidden is wrapped by Identify's errors for a peer that is
+// known but refused (revoked, wrong role): 403 rather than 401.
+var ErrPeerForbidden = errors.New("peer refused")
+
 // principal is who makes a call: a user (API token) or a component
 // (client certificate).
 type principal struct {
@@ -135,7 +139,11 @@ func (s *Server) forComponent(roles []control.Role, h handlerFunc) http.HandlerF
 		}
 		id, err := s.o.Identify(r)
 		if err != nil {
-			writeError(w, errorf(http.StatusUnauthorized, "%v", err))
+			status := http.StatusUnauthorized
+			if errors.Is(err, ErrPeerForbidden) {
+				status = http.StatusForbidden
+			}
+			writeError(w, errorf(status, "%v", err))
 			return
 		}
 		if !slices.Contains(roles, id.Role) {

@@ -84,5 +84,6 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, err
 	}
+	s.desired.notify() // the group's machines' policy changed
 	return g, nil
 }

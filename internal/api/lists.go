@@ -2,11 +2,13 @@ package api
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/orchestrate"
 	"github.com/standby-dr/standby/internal/store"
 )
 
@@ -154,4 +156,20 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) (any, error) 
 		es = []control.AuditEntry{}
 	}
 	return es, err
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) (any, error) {
+	if s.o.Jobs == nil {
+		return nil, errorf(http.StatusNotImplemented, "this server runs no jobs")
+	}
+	id := r.PathValue("id")
+	err := s.o.Jobs.Cancel(r.Context(), id)
+	if errors.Is(err, orchestrate.ErrJobEnded) {
+		err = errorf(http.StatusConflict, "%v", err)
+	}
+	s.audit(r.Context(), "job.cancel", "job/"+id, err, "")
+	if err != nil {
+		return nil, err
+	}
+	return s.o.Store.GetJob(r.Context(), id)
 }

@@ -119,12 +119,26 @@ func (s *Server) protect(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
+	if s.o.Jobs == nil {
+		return nil, errorf(http.StatusNotImplemented, "this server runs no jobs")
+	}
 	m, err := s.protectMachine(ctx, name, req.Group)
-	s.audit(ctx, "machine.protect", "machine/"+name, err, "group "+req.Group)
+	var job control.Job
+	if err == nil {
+		job, err = s.o.Jobs.Submit(ctx, "protect", "machine/"+m.Name, map[string]string{"machine": m.ID}, principalOf(ctx).actor())
+	}
+	s.audit(ctx, "machine.protect", "machine/"+name, err, "group "+req.Group+", job "+job.ID)
 	if err != nil {
 		return nil, err
 	}
-	return m, nil
+	return protectResponse{Machine: m, Job: job}, nil
+}
+
+// protectResponse is the machine as protection left it, and the job that
+// follows it to protected.
+type protectResponse struct {
+	Machine control.Machine `json:"machine"`
+	Job     control.Job     `json:"job"`
 }
 
 func (s *Server) protectMachine(ctx context.Context, name, group string) (control.Machine, error) {

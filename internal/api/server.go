@@ -34,6 +34,15 @@ type Options struct {
 	Join, Renew, Revocations http.Handler
 	// Version is this server's version, in GET /v1/info.
 	Version string
+	// Jobs runs long operations; nil: operations that need a job are
+	// refused.
+	Jobs Jobs
+}
+
+// Jobs submits jobs (internal/orchestrate's Runner).
+type Jobs interface {
+	Submit(ctx context.Context, kind, object string, params any, createdBy string) (control.Job, error)
+	Cancel(ctx context.Context, id string) error
 }
 
 // Server serves the API.
@@ -134,6 +143,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/machines/{name}/unprotect", s.forUser(operator, s.unprotect))
 	m.HandleFunc("GET /v1/jobs", s.forUser(viewer, s.listJobs))
 	m.HandleFunc("GET /v1/jobs/{id}", s.forUser(viewer, s.getJob))
+	m.HandleFunc("POST /v1/jobs/{id}/cancel", s.forUser(operator, s.cancelJob))
 	m.HandleFunc("GET /v1/alerts", s.forUser(viewer, s.listAlerts))
 	m.HandleFunc("GET /v1/audit", s.forUser(viewer, s.listAudit))
 

@@ -130,7 +130,8 @@ type ReplicationReport struct {
 	State        string    `json:"state,omitempty"` // the agent's replication state
 	RPOSeconds   float64   `json:"rpo_seconds"`     // -1 before anything was applied
 	BacklogBytes int64     `json:"backlog_bytes"`   // journal and dirty bytes not yet shipped
-	ResyncLeft   int64     `json:"resync_left"`
+	ResyncBytes  int64     `json:"resync_bytes"`    // what the last comparison found to send
+	ResyncLeft   int64     `json:"resync_left"`     // what is still to send of it
 	LastPointAt  time.Time `json:"last_point_at,omitempty"`
 	ReportedAt   time.Time `json:"reported_at,omitempty"`
 	LastError    string    `json:"last_error,omitempty"`

@@ -23,6 +23,7 @@ import (
 
 	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/orchestrate"
 	"github.com/standby-dr/standby/internal/store"
 	"github.com/standby-dr/standby/internal/store/open"
 	"github.com/standby-dr/standby/internal/trust"
@@ -57,6 +58,7 @@ type Server struct {
 	api   *api.Server
 	cert  tls.Certificate
 	hooks *webhook
+	jobs  *orchestrate.Runner
 
 	mu       sync.Mutex
 	previous map[string]control.ReplicationReport // last assessed report per machine
@@ -118,6 +120,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 				o.Log.Error("audit log", "action", e.Action, "err", err)
 			}
 		}}
+	s.jobs = &orchestrate.Runner{Store: st, Log: o.Log, Now: o.Now, Planners: map[string]orchestrate.Planner{
+		JobProtect: orchestrate.PlannerFunc(s.protectPlanner),
+	}}
 	regHandler := s.reg.Handler()
 	// Every component call is checked against the CA and the store's
 	// revocations, whatever the listener let through.
@@ -129,12 +134,16 @@ func New(ctx context.Context, o Options) (*Server, error) {
 				return api.Identity{}, errors.New("component calls need TLS with a client certificate")
 			}
 			id, err := verifier.Verify(r.TLS.PeerCertificates)
+			if errors.Is(err, trust.ErrRevoked) || errors.Is(err, trust.ErrWrongRole) {
+				err = fmt.Errorf("%w: %w", api.ErrPeerForbidden, err)
+			}
 			return api.Identity{Role: id.Role, ID: id.ID}, err
 		},
 		NewJoinToken: func(role control.Role, ttl time.Duration, by string, now time.Time) (string, control.JoinToken, error) {
 			return trust.NewJoinToken(role, ttl, by, ca.Pin(), now)
 		},
 		Join: regHandler, Renew: regHandler, Revocations: regHandler,
+		Jobs: s.jobs,
 	})
 	if err != nil {
 		st.Close()
@@ -187,6 +196,20 @@ func (s *Server) TLSConfig() *tls.Config {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.api.Handler(), TLSConfig: s.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.o.Log.Handler(), slog.LevelDebug)}
+	// Jobs a previous run left running go on (or fail cleanly) first.
+	if n, err := s.jobs.Resume(ctx); err != nil {
+		return fmt.Errorf("resume jobs: %w", err)
+	} else if n > 0 {
+		s.o.Log.Info("resumed jobs left by the previous run", "jobs", n)
+	}
+	jctx, stopJobs := context.WithCancel(ctx)
+	defer stopJobs()
+	go s.jobs.Run(jctx)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.jobs.Close(cctx)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ServeTLS(ln, "", "") }()
 	go s.assessLoop(ctx)
