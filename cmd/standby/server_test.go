@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -27,15 +26,6 @@ type serverProc struct {
 	addr string
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func startServerProc(t *testing.T, dir, addr string) *serverProc {
@@ -144,7 +134,7 @@ func (j *joined) post(path string, body any) {
 // reports its machine protected; points are listed.
 func TestServerCLIAndJobSurvivesSIGKILL(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := freePort(t)
 	srv := startServerProc(t, dir, addr)
 
 	target := srv.join(control.RoleTarget, "mt1", "127.0.0.1:9830")
@@ -220,5 +210,4 @@ func TestServerCLIAndJobSurvivesSIGKILL(t *testing.T) {
 	if out := srv.cli("audit"); !strings.Contains(out, "machine.protect") || !strings.Contains(out, "server.join") {
 		t.Fatalf("audit:\n%s", out)
 	}
-	_ = context.Background
 }
