@@ -10,8 +10,9 @@ import (
 	"github.com/standby-dr/standby/internal/store"
 )
 
-// heartbeatRequest is what every component sends every few seconds.
-type heartbeatRequest struct {
+// HeartbeatRequest is what every component sends every few seconds
+// (POST /v1/heartbeat).
+type HeartbeatRequest struct {
 	Version  string           `json:"version"`
 	Address  string           `json:"address,omitempty"` // process servers and master targets: where peers reach them
 	Capacity control.Capacity `json:"capacity"`
@@ -19,7 +20,7 @@ type heartbeatRequest struct {
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := principalOf(r.Context()).comp
-	var req heartbeatRequest
+	var req HeartbeatRequest
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
@@ -44,9 +45,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) (any, error) 
 	return nil, nil
 }
 
-// agentReport is what an agent reports of its machine: identity, disks
-// and replication.
-type agentReport struct {
+// AgentReport is what an agent reports of its machine (POST
+// /v1/agent/report): identity, disks and replication.
+type AgentReport struct {
 	ID          string                    `json:"id"`   // the machine ID the agent's journal carries
 	Name        string                    `json:"name"` // unique across the deployment
 	Disks       []control.Disk            `json:"disks"`
@@ -55,7 +56,7 @@ type agentReport struct {
 
 func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error) {
 	agent := principalOf(r.Context()).comp
-	var req agentReport
+	var req AgentReport
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
@@ -116,16 +117,16 @@ func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error
 	}
 }
 
-// targetPointsRequest is a master target's catalogue of one machine's
+// PointsReport is a master target's catalogue of one machine's
 // recovery points: all of them, replacing what was there.
-type targetPointsRequest struct {
+type PointsReport struct {
 	Machine string                  `json:"machine"` // the machine ID
 	Points  []control.RecoveryPoint `json:"points"`
 }
 
 func (s *Server) targetPoints(w http.ResponseWriter, r *http.Request) (any, error) {
 	target := principalOf(r.Context()).comp
-	var req targetPointsRequest
+	var req PointsReport
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}

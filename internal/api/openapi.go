@@ -51,10 +51,10 @@ var endpoints = []endpoint{
 	{"POST", "/v1/jobs/{id}/cancel", "Cancel a queued or running job", "operator", nil, control.Job{}, 0},
 	{"GET", "/v1/alerts", "Active alerts (?all=true: cleared ones too)", "viewer", nil, []control.Alert{}, 0},
 	{"GET", "/v1/audit", "The audit log, newest first (?limit=)", "viewer", nil, []control.AuditEntry{}, 0},
-	{"POST", "/v1/heartbeat", "A component's heartbeat: version, address, capacity", "component:agent,process,target", heartbeatRequest{}, nil, 204},
-	{"POST", "/v1/agent/report", "An agent reports its machine: disks and replication", "component:agent", agentReport{}, control.Machine{}, 0},
+	{"POST", "/v1/heartbeat", "A component's heartbeat: version, address, capacity", "component:agent,process,target", HeartbeatRequest{}, nil, 204},
+	{"POST", "/v1/agent/report", "An agent reports its machine: disks and replication", "component:agent", AgentReport{}, control.Machine{}, 0},
 	{"GET", "/v1/desired", "A component's desired state (?have=VERSION&wait=30s long-polls for a change)", "component:agent,process,target", nil, Desired{}, 0},
-	{"POST", "/v1/target/points", "A master target reports a machine's recovery points (all of them)", "component:target", targetPointsRequest{}, nil, 204},
+	{"POST", "/v1/target/points", "A master target reports a machine's recovery points (all of them)", "component:target", PointsReport{}, nil, 204},
 }
 
 var (

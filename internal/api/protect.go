@@ -290,8 +290,8 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 	return d, nil
 }
 
-// maxWait bounds a desired-state long poll.
-const maxWait = 60 * time.Second
+// MaxWait bounds a desired-state long poll.
+const MaxWait = 60 * time.Second
 
 // desiredState answers GET /v1/desired?have=VERSION&wait=30s: the
 // caller's desired state, at once when it differs from have, else when it
@@ -302,8 +302,8 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) (any, erro
 	wait := time.Duration(0)
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > maxWait {
-			return nil, errorf(http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", v, maxWait)
+		if err != nil || d < 0 || d > MaxWait {
+			return nil, errorf(http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", v, MaxWait)
 		}
 		wait = d
 	}

@@ -113,6 +113,7 @@ func (d *deployment) joinToken(role control.Role, ttl string) string {
 // the API with its certificate.
 type component struct {
 	id   trust.Identity
+	dir  string
 	http *http.Client
 	d    *deployment
 }
@@ -129,7 +130,7 @@ func (d *deployment) join(role control.Role, name, addr string) *component {
 		d.t.Fatal(err)
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{l.Cert}, RootCAs: l.Roots, MinVersion: tls.VersionTLS13}
-	return &component{id: id, d: d, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}}
+	return &component{id: id, dir: dir, d: d, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}}
 }
 
 // do calls the API as the component; it returns the status and body.
@@ -249,6 +250,15 @@ func TestProtectionLifeCycle(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the desired-state long poll did not wake on protect")
+	}
+	// The same through the components' client.
+	cc, err := client.NewComponent(d.url, agent.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd, err := cc.Desired(ctx, "", 0)
+	if err != nil || len(cd.Machines) != 1 || cd.Machines[0].Process.ID != idle.id.ID || cd.Version != des.Version {
+		t.Fatalf("component client's desired state: %+v, %v (long poll said version %s)", cd, err, des.Version)
 	}
 	var pdes struct {
 		Machines []struct {
