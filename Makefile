@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/standby
 
-.PHONY: help build test bench bench-capture bench-replication demo fuzz soak clean
+.PHONY: help build test bench bench-capture bench-replication bench-control demo fuzz soak clean
 help:
 	@echo "build          build $(BIN)"
 	@echo "test           the whole test suite (installs Debian test packages if missing)"
@@ -10,6 +10,7 @@ help:
 	@echo "bench          every benchmark (BENCH lines)"
 	@echo "bench-capture  fio through the agent vs qemu-nbd and nbdkit"
 	@echo "bench-replication  agent, process server and master target vs rsync and restic"
+	@echo "bench-control  1,000 simulated agents against one configuration server"
 	@echo "fuzz           run each fuzz target for FUZZTIME (default 30s)"
 	@echo "soak           SIGKILL trials of agent, process server and master target (SOAK_TRIALS, default 300)"
 
@@ -22,13 +23,16 @@ test:
 demo: build
 	./$(BIN) demo
 
-bench: bench-capture bench-replication
+bench: bench-capture bench-replication bench-control
 
 bench-capture: build
 	./scripts/bench-capture.sh
 
 bench-replication: build
 	./scripts/bench-replication.sh
+
+bench-control: build
+	./scripts/bench-control.sh
 
 FUZZTIME ?= 30s
 fuzz:

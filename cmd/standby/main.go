@@ -43,6 +43,7 @@ func (e *env) logger(level string) *slog.Logger {
 func commands() []command {
 	return append([]command{
 		newServerCommand(),
+		newSimulateAgentsCommand(),
 		newJoinCommand(control.RoleAgent),
 		newJoinCommand(control.RoleProcess),
 		newJoinCommand(control.RoleTarget),
