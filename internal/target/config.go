@@ -17,8 +17,13 @@ type Config struct {
 	// Listen is host:port for process servers.
 	Listen string `yaml:"listen"`
 	// DataDir holds the replicas.
-	DataDir string        `yaml:"data_dir"`
-	TLS     wire.TLSFiles `yaml:"tls"`
+	DataDir string `yaml:"data_dir"`
+	// TLS files; not used (and optional) when Control is set: the joined
+	// identity is used instead.
+	TLS wire.TLSFiles `yaml:"tls"`
+	// Control, when set, puts the target under a configuration server
+	// (controlconfig.go).
+	Control *ControlConfig `yaml:"control,omitempty"`
 	// Retention of recovery points, with thinning.
 	Retention RetentionConfig `yaml:"retention"`
 	// PruneInterval is how often retention runs (1s..1h).
@@ -82,7 +87,11 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data_dir: required (a directory for the replicas)")
 	}
-	errs = append(errs, c.TLS.Validate("tls")...)
+	if c.Control != nil {
+		errs = append(errs, c.Control.validate(c.Listen)...)
+	} else {
+		errs = append(errs, c.TLS.Validate("tls")...)
+	}
 	if _, err := c.Retention.Policy(); err != nil {
 		errs = append(errs, err)
 	}
@@ -103,6 +112,10 @@ func (c *Config) Options() (Options, error) {
 	o := Options{DataDir: c.DataDir}
 	o.Retention, _ = c.Retention.Policy()
 	o.PruneInterval, _ = time.ParseDuration(c.PruneInterval)
+	if c.Control != nil {
+		o.Control = c.Control.control(c.Listen)
+		return o, nil
+	}
 	var err error
 	o.TLS, err = c.TLS.ServerConfig()
 	return o, err

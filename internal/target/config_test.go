@@ -42,3 +42,38 @@ func TestInvalidConfigs(t *testing.T) {
 		}
 	}
 }
+
+// A managed configuration needs no tls: section; its address and
+// heartbeat reach Control.
+func TestManagedConfig(t *testing.T) {
+	c, err := LoadConfig("testdata/managed.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS != nil || o.Control == nil || o.Control.Address != "mt1.example.com:9830" || o.Control.Heartbeat.Seconds() != 15 || o.Control.Identity != "/etc/standby/target" {
+		t.Fatalf("managed options: TLS %v, control %+v", o.TLS, o.Control)
+	}
+	// Without address, listen is the default unless it is a wildcard.
+	c.Control.Address = ""
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "control.address") {
+		t.Fatalf("wildcard listen without control.address: %v", err)
+	}
+	c.Listen = "10.0.0.5:9830"
+	if o, err := c.Options(); err != nil || o.Control.Address != "10.0.0.5:9830" {
+		t.Fatalf("address from listen: %+v, %v", o.Control, err)
+	}
+	c, err = LoadConfig("testdata/bad-control.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	for _, w := range []string{"control.server", "control.identity", "control.heartbeat", "control.address"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("bad-control.yaml: error %v does not mention %s", err, w)
+		}
+	}
+}

@@ -33,12 +33,17 @@ type Options struct {
 	Logger        *slog.Logger
 	Now           func() time.Time
 	Name          string // this master target's name, sent in Welcome
+	// Control, when set, is managed mode (control.go): the listener uses
+	// the joined identity instead of TLS, and the target heartbeats and
+	// reports recovery points to the configuration server.
+	Control *Control
 }
 
 // Target is a running master target.
 type Target struct {
 	o   Options
 	log *slog.Logger
+	mgd *managed // nil unless managed
 
 	mu       sync.Mutex
 	machines map[string]*machine
@@ -94,6 +99,12 @@ func New(ctx context.Context, o Options) (*Target, error) {
 		return nil, err
 	}
 	t := &Target{o: o, log: o.Logger, machines: map[string]*machine{}}
+	if o.Control != nil {
+		var err error
+		if t.mgd, err = newManaged(*o.Control); err != nil {
+			return nil, err
+		}
+	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	ents, err := os.ReadDir(filepath.Join(o.DataDir, "machines"))
 	if err != nil {
@@ -111,6 +122,9 @@ func New(ctx context.Context, o Options) (*Target, error) {
 	t.wg.Add(2)
 	go t.pruneLoop()
 	go t.seedLoop()
+	if t.mgd != nil {
+		t.runControl()
+	}
 	return t, nil
 }
 
@@ -305,7 +319,17 @@ func (t *Target) Serve(ctx context.Context, l net.Listener) error {
 }
 
 func (t *Target) handle(nc net.Conn) {
-	c, err := wire.Accept(t.ctx, nc, t.o.TLS, wire.Welcome{Role: "target", Name: t.o.Name}, checkPeer, wire.Options{})
+	tc, check := t.o.TLS, checkPeer
+	if t.mgd != nil {
+		tl, id, err := acceptTLS(t.ctx, nc, t.mgd.tls)
+		if err != nil {
+			t.log.Debug("handshake", "peer", nc.RemoteAddr(), "err", err)
+			return
+		}
+		defer tl.Close()
+		nc, tc, check = tl, nil, checkIdentity(id)
+	}
+	c, err := wire.Accept(t.ctx, nc, tc, wire.Welcome{Role: "target", Name: t.o.Name}, check, wire.Options{})
 	if err != nil {
 		t.log.Debug("handshake", "peer", nc.RemoteAddr(), "err", err)
 		return

@@ -1,0 +1,297 @@
+package target
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/standby-dr/standby/internal/api"
+	"github.com/standby-dr/standby/internal/api/client"
+	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/replica"
+	"github.com/standby-dr/standby/internal/trust"
+	"github.com/standby-dr/standby/internal/wire"
+)
+
+// Control puts a master target in managed mode: it takes its identity
+// from a join directory, heartbeats to the configuration server and
+// reports every machine's recovery points to it. The data path never
+// waits for the configuration server: when it is away, the target goes
+// on serving with the identity and revocations it has.
+type Control struct {
+	// Server is https://host:port of the configuration server.
+	Server string
+	// Identity is the join directory (`standby target join --dir`).
+	Identity string
+	// Address is the host:port process servers dial, sent in heartbeats.
+	Address string
+	// Heartbeat is how often the target says it is alive; 0 means 10 s.
+	Heartbeat time.Duration
+	// Revocations is how often the revoked servers are fetched; 0 means
+	// a minute.
+	Revocations time.Duration
+	// Version is this build's version, sent in heartbeats.
+	Version string
+}
+
+// pointsEvery is the debounce of points reports: at most one per machine
+// per interval, and changes are looked for that often.
+const pointsEvery = time.Second
+
+// refusedRetry is how long the points of a machine the server refused are
+// not offered again unless they change: the machine may be assigned here
+// later.
+const refusedRetry = time.Minute
+
+// managed is the running managed mode of a Target.
+type managed struct {
+	o       Control
+	local   *trust.Local
+	comp    *client.Component
+	revoked trust.RevocationSet
+	tls     *tls.Config
+}
+
+// newManaged loads the joined identity and builds the listener's TLS:
+// only process servers' certificates of the deployment's CA that the
+// configuration server has not revoked are accepted.
+func newManaged(o Control) (*managed, error) {
+	if o.Server == "" || o.Identity == "" {
+		return nil, errors.New("control: server and identity are required")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.Revocations <= 0 {
+		o.Revocations = time.Minute
+	}
+	l, err := trust.Load(o.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if l.Identity.Role != control.RoleTarget {
+		return nil, fmt.Errorf("control: %s holds the identity of a %s, not a master target; join with `standby target join`", o.Identity, l.Identity.Role)
+	}
+	comp, err := client.NewComponent(o.Server, o.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	m := &managed{o: o, local: l, comp: comp}
+	m.tls = trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleProcess}, m.revoked.Revoked)
+	return m, nil
+}
+
+// acceptTLS runs the TLS handshake of a managed listener and returns the
+// connection and the peer's verified identity. The handshake is done here
+// rather than by wire.Accept because wire binds roles to certificates by
+// common name (wire.CertMatchesRole), and joined certificates carry their
+// role in a URI SAN (standby://ROLE/ID) with the common name "ROLE/ID":
+// the identity trust verified is the stronger check.
+func acceptTLS(ctx context.Context, nc net.Conn, tc *tls.Config) (net.Conn, trust.Identity, error) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tl := tls.Server(nc, tc)
+	if err := tl.HandshakeContext(hctx); err != nil {
+		return nil, trust.Identity{}, fmt.Errorf("tls handshake with %s: %w", nc.RemoteAddr(), err)
+	}
+	id, err := trust.PeerIdentity(tl.ConnectionState())
+	if err != nil {
+		return nil, trust.Identity{}, err
+	}
+	return tl, id, nil
+}
+
+// checkIdentity refuses a Hello whose role is not the one the peer's
+// certificate carries.
+func checkIdentity(id trust.Identity) func(*wire.Conn) error {
+	return func(c *wire.Conn) error {
+		if c.Peer.Role != string(id.Role) {
+			return fmt.Errorf("the peer says it is a %q but its certificate is for %s", c.Peer.Role, id)
+		}
+		return checkPeer(c)
+	}
+}
+
+// runControl runs the heartbeat, revocation and points loops until the
+// target closes.
+func (t *Target) runControl() {
+	m := t.mgd
+	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop}
+	t.wg.Add(len(loops))
+	for _, fn := range loops {
+		go func() {
+			defer t.wg.Done()
+			fn(t.ctx)
+		}()
+	}
+}
+
+// Capacity is what the target has: machines it holds a replica of, and
+// free bytes of its data directory's file system.
+func (t *Target) Capacity() control.Capacity {
+	c := control.Capacity{Machines: len(t.MachineIDs())}
+	var st syscall.Statfs_t
+	if syscall.Statfs(t.o.DataDir, &st) == nil {
+		c.FreeBytes = int64(st.Bavail) * int64(st.Bsize)
+	}
+	return c
+}
+
+func (t *Target) heartbeatLoop(ctx context.Context) {
+	m := t.mgd
+	out := outage{log: t.log, what: "heartbeat to the configuration server"}
+	for {
+		hctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat+5*time.Second)
+		err := m.comp.Heartbeat(hctx, api.HeartbeatRequest{Version: m.o.Version, Address: m.o.Address, Capacity: t.Capacity()})
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		out.note(err)
+		if !sleep(ctx, m.o.Heartbeat) {
+			return
+		}
+	}
+}
+
+// revocationLoop keeps m.revoked fresh. Until the first fetch succeeds
+// nothing is revoked: the listener must serve when the configuration
+// server is away.
+func (m *managed) revocationLoop(log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		out := outage{log: log, what: "fetch revocations from the configuration server"}
+		for {
+			rv, err := trust.FetchRevocations(ctx, m.local, m.o.Server)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				m.revoked.Set(rv)
+			}
+			out.note(err)
+			if !sleep(ctx, m.o.Revocations) {
+				return
+			}
+		}
+	}
+}
+
+// pointsLoop reports each machine's recovery points whenever they change
+// (an apply that added one, retention that pruned, a tag), once at start,
+// and at most once per machine per pointsEvery. A report that fails is
+// tried again at the next look; one the server refuses because the
+// machine is not assigned here (yet) is logged once and tried again when
+// the points change or refusedRetry passed.
+func (t *Target) pointsLoop(ctx context.Context) {
+	type refusal struct {
+		fp uint64
+		at time.Time
+	}
+	sent := map[string]uint64{}     // machine -> fingerprint of the points last reported
+	refused := map[string]refusal{} // machine -> what the server refused, and when
+	out := outage{log: t.log, what: "report recovery points to the configuration server"}
+	tick := time.NewTicker(pointsEvery)
+	defer tick.Stop()
+	for {
+		for _, mc := range t.list() {
+			pts := mc.rep.Points()
+			fp := fingerprint(pts)
+			if s, ok := sent[mc.id]; ok && s == fp {
+				continue
+			}
+			if r, ok := refused[mc.id]; ok && r.fp == fp && time.Since(r.at) < refusedRetry {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := t.mgd.comp.Points(rctx, api.PointsReport{Machine: mc.id, Points: catalogue(pts)})
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			var ce *client.Error
+			switch {
+			case err == nil:
+				sent[mc.id] = fp
+				delete(refused, mc.id)
+				out.note(nil)
+			case errors.As(err, &ce) && (ce.Status == http.StatusConflict || ce.Status == http.StatusNotFound):
+				if _, ok := refused[mc.id]; !ok {
+					t.log.Warn("the configuration server does not assign this machine to this master target; its points are not reported until they change", "machine", mc.id, "err", err)
+				}
+				refused[mc.id] = refusal{fp, time.Now()}
+				out.note(nil) // the server answered
+			default:
+				out.note(err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// catalogue is the points as the configuration server keeps them.
+func catalogue(pts []replica.Point) []control.RecoveryPoint {
+	out := make([]control.RecoveryPoint, len(pts))
+	for i, p := range pts {
+		out[i] = control.RecoveryPoint{ID: p.ID, Seq: p.Seq, Time: p.Time, AppConsistent: p.AppConsistent, Label: p.Label, Tags: slices.Clone(p.Tags)}
+	}
+	return out
+}
+
+// fingerprint hashes what a points report carries, to notice a change.
+func fingerprint(pts []replica.Point) uint64 {
+	h := fnv.New64a()
+	for _, p := range pts {
+		fmt.Fprintf(h, "%d/%d/%d/%t/%q/%q\n", p.ID, p.Seq, p.Time.UnixNano(), p.AppConsistent, p.Label, strings.Join(p.Tags, "\x00"))
+	}
+	return h.Sum64()
+}
+
+// outage logs the first failure of a repeated call and its recovery,
+// once each (an outage of the configuration server must not flood the
+// log).
+type outage struct {
+	log  *slog.Logger
+	what string
+	mu   sync.Mutex
+	down bool
+}
+
+func (o *outage) note(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case err != nil && !o.down:
+		o.down = true
+		o.log.Warn(o.what+" failed; retrying, serving as before meanwhile", "err", err)
+	case err == nil && o.down:
+		o.down = false
+		o.log.Info(o.what + " works again")
+	}
+}
+
+// sleep waits d give or take a tenth (so that many components do not call
+// in step), or until ctx ends; it says whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	d += time.Duration((rand.Float64()*0.2 - 0.1) * float64(d))
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
