@@ -48,7 +48,8 @@ type Agent struct {
 	fsfreeze   string
 	mountCheck func(mount string) error
 
-	ship *shipper // nil without a replication section
+	ship *shipper    // nil without a replication or a control section
+	ctl  *controller // nil without a control section
 }
 
 // New validates cfg, opens and locks the disks and the state directory,
@@ -77,6 +78,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 	opts.SegmentSize, _ = ParseSize(cfg.Journal.SegmentSize)
 	opts.JournalLimit, _ = ParseSize(cfg.Journal.Limit)
 	opts.BookmarkInterval, _ = cfg.bookmarkInterval()
+	if cfg.Control != nil {
+		// The desired policy sets the interval while managed: the
+		// controller takes the bookmarks (control.go).
+		opts.BookmarkInterval = -1
+	}
 	var exports []nbd.Export
 	for _, d := range cfg.Disks {
 		f, err := openDisk(d)
@@ -112,15 +118,26 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 		}
 		so.TLSRequired = cfg.TLS.Required
 	}
-	if r := cfg.Replication; r != nil {
-		tc, err := r.TLS.ClientConfig(r.serverName())
-		if err != nil {
-			return nil, fmt.Errorf("replication: %w", err)
+	if r := cfg.Replication; r != nil || cfg.Control != nil {
+		if r == nil {
+			d := ReplicationDefaults()
+			r = &d
 		}
 		interval, _ := r.shipInterval()
-		a.ship = &shipper{a: a, m: a.machine, addr: r.ProcessServer, tls: tc, interval: interval, window: r.Window, sealNow: make(chan struct{}, 1)}
-		a.ship.st = ReplicationStatus{Server: r.ProcessServer, RPOSeconds: -1}
+		a.ship = &shipper{a: a, m: a.machine, interval: interval, window: r.Window, sealNow: make(chan struct{}, 1), peerChanged: make(chan struct{}, 1)}
+		a.ship.st = ReplicationStatus{RPOSeconds: -1}
 		a.ship.st.enter(ReplConnecting)
+		if cfg.Control == nil {
+			if a.ship.peer, err = staticPeer(r); err != nil {
+				return nil, err
+			}
+			a.ship.st.Server = r.ProcessServer
+		}
+	}
+	if cfg.Control != nil {
+		if a.ctl, err = newController(a, *cfg.Control); err != nil {
+			return nil, err
+		}
 	}
 	if a.server, err = nbd.NewServer(so); err != nil {
 		return nil, err
@@ -203,6 +220,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.ship.run(loopCtx)
 		}
 	}()
+	ctlDone := make(chan struct{})
+	go func() {
+		defer close(ctlDone)
+		if a.ctl != nil {
+			a.ctl.run(loopCtx)
+		}
+	}()
 	a.log.Info("agent serving", "disks", len(a.cfg.Disks), "listeners", a.Addrs(), "state", a.machine.Stats().State)
 	var err error
 	select {
@@ -213,6 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopLoop()
 	<-loopDone
 	<-shipDone
+	<-ctlDone
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if cerr := a.Close(sctx); err == nil {

@@ -37,8 +37,12 @@ type Config struct {
 	// AppConsistent schedules app-consistent bookmarks (quiesce.go).
 	AppConsistent AppConsistentConfig `yaml:"app_consistent"`
 	// Replication ships the journal to a process server; without it the
-	// agent only captures.
+	// agent only captures. In managed mode the configuration server names
+	// the process server, and this section only tunes shipping.
 	Replication *ReplicationConfig `yaml:"replication,omitempty"`
+	// Control makes the agent managed by a configuration server
+	// (control.go); without it the agent runs from this file alone.
+	Control *ControlConfig `yaml:"control,omitempty"`
 }
 
 // ReplicationConfig names the process server the journal is shipped to.
@@ -127,6 +131,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.Replication != nil {
 		c.Replication.fillDefaults()
 	}
+	if c.Control != nil {
+		c.Control.fillDefaults()
+	}
 	return c, nil
 }
 
@@ -179,7 +186,13 @@ func (c *Config) Validate() error {
 		bad("tls: cert and key are required when tls is set")
 	}
 	errs = append(errs, c.AppConsistent.validate()...)
-	if c.Replication != nil {
+	switch {
+	case c.Control != nil:
+		errs = append(errs, c.Control.validate()...)
+		if c.Replication != nil {
+			errs = append(errs, c.Replication.validateManaged()...)
+		}
+	case c.Replication != nil:
 		errs = append(errs, c.Replication.validate()...)
 	}
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
@@ -236,6 +249,27 @@ func (r *ReplicationConfig) validate() []error {
 		bad("replication.process_server: %q is not host:port", r.ProcessServer)
 	}
 	errs = append(errs, r.TLS.Validate("replication.tls")...)
+	if _, err := r.shipInterval(); err != nil {
+		bad("replication.ship_interval: %v", err)
+	}
+	if r.Window < 1 || r.Window > 64 {
+		bad("replication.window: %d is outside 1..64", r.Window)
+	}
+	return errs
+}
+
+// validateManaged checks a replication section of a managed agent: the
+// configuration server names the process server and the joined identity
+// is the certificate, so only the tuning may be set.
+func (r *ReplicationConfig) validateManaged() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if r.ProcessServer != "" || r.ServerName != "" {
+		bad("replication.process_server: the configuration server names the process server in managed mode (control: is set); remove process_server and server_name")
+	}
+	if r.TLS != (wire.TLSFiles{}) {
+		bad("replication.tls: a managed agent uses its joined identity (control.identity); remove replication.tls")
+	}
 	if _, err := r.shipInterval(); err != nil {
 		bad("replication.ship_interval: %v", err)
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +26,9 @@ const (
 	ReplResyncing  = "resynchronizing"     // a later comparison (gap, fork, POST /resync), or catching up after an overflow
 	ReplProtected  = "protected"           // delta shipping; the replica presents a consistent state
 	ReplFenced     = "fenced"              // the master target holds a newer epoch: shipping stopped
+	// ReplIdle is a managed agent whose machine the configuration server
+	// does not protect: capture and the journal go on, nothing is shipped.
+	ReplIdle = "idle"
 )
 
 // ReplicationStatus is the shipper's part of GET /status.
@@ -72,12 +74,14 @@ func (st *ReplicationStatus) enter(state string) {
 type shipper struct {
 	a        *Agent
 	m        *capture.Machine
-	addr     string
-	tls      *tls.Config
 	interval time.Duration // the active segment is sealed at least this often
 	window   int
 
-	mu          sync.Mutex
+	mu sync.Mutex
+	// peer is where segments go; nil while a managed agent's machine is
+	// not protected. setPeer changes it (peer.go).
+	peer        *peer
+	peerChanged chan struct{}
 	st          ReplicationStatus
 	needResync  bool
 	comparing   bool // between StartResync and the target's confirmation of the rebase
@@ -191,6 +195,9 @@ func (s *shipper) oldestUnapplied(applied journal.Pos) (first int64, ok bool) {
 func (s *shipper) run(ctx context.Context) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
+		if !s.waitPeer(ctx) {
+			return
+		}
 		began := time.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
@@ -231,13 +238,11 @@ func (s *shipper) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
+		case <-s.peerChanged:
+			backoff = 0 // a new endpoint: try it at once
 		}
 		backoff = max(200*time.Millisecond, min(2*backoff, 5*time.Second))
 	}
-}
-
-func (s *shipper) dial(ctx context.Context, stream string) (*wire.Conn, error) {
-	return wire.Dial(ctx, s.addr, s.tls, wire.Hello{Role: "agent", Stream: stream, Name: s.a.cfg.Machine}, wire.Options{PeerRole: "process"})
 }
 
 func (s *shipper) open() wire.Open {
@@ -250,6 +255,7 @@ func (s *shipper) open() wire.Open {
 
 // session is one data stream to the process server.
 func (s *shipper) session(ctx context.Context) error {
+	p := s.currentPeer()
 	c, err := s.dial(ctx, wire.StreamData)
 	if err != nil {
 		return err
@@ -259,7 +265,11 @@ func (s *shipper) session(ctx context.Context) error {
 	defer cancel()
 	s.mu.Lock()
 	s.endSession = cancel
+	stale := !s.peer.same(p) // the peer changed while we dialled
 	s.mu.Unlock()
+	if stale {
+		cancel()
+	}
 	stop := context.AfterFunc(sctx, func() { c.Close() })
 	defer stop()
 	if err := c.SendJSON(wire.TypeOpen, s.open()); err != nil {

@@ -20,6 +20,8 @@ type Status struct {
 	Dirty   []capture.Extent `json:"dirty"`
 	// Replication is present when the agent ships to a process server.
 	Replication *ReplicationStatus `json:"replication,omitempty"`
+	// Control is present when the agent is managed (a control section).
+	Control *ControlStatus `json:"control,omitempty"`
 }
 
 // DiskStatus describes one exported disk.
@@ -41,6 +43,10 @@ func (a *Agent) Status() Status {
 	if a.ship != nil {
 		r := a.ship.Status()
 		s.Replication = &r
+	}
+	if a.ctl != nil {
+		c := a.ctl.Status()
+		s.Control = &c
 	}
 	return s
 }
@@ -124,7 +130,7 @@ func (a *Agent) statusHandler() http.Handler {
 			gauge("standby_replication_durable_seq", "Position durable in the process server's cache.", r.Durable.Seq)
 			counter("standby_replication_sent_bytes_total", "Journal bytes sent to the process server.", r.SentBytes)
 			gauge("standby_replication_resync_left_bytes", "Bytes still to send of the last comparison with the replica.", r.ResyncLeft)
-			for _, rs := range []string{ReplConnecting, ReplInitial, ReplResyncing, ReplProtected, ReplFenced} {
+			for _, rs := range []string{ReplIdle, ReplConnecting, ReplInitial, ReplResyncing, ReplProtected, ReplFenced} {
 				v := 0
 				if r.State == rs {
 					v = 1
