@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -93,11 +94,7 @@ func (c apiCommand) command() command {
 			return err
 		}
 		if *af.output == "json" || c.text == nil {
-			if len(raw) == 0 {
-				raw = json.RawMessage("{}\n")
-			}
-			_, err := e.stdout.Write(raw)
-			return err
+			return printJSON(e.stdout, raw)
 		}
 		return c.text(e.stdout, raw)
 	}}
@@ -151,4 +148,20 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// printJSON prints an API answer indented (the API sends it compact); an
+// empty answer (204) prints as {}.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		buf.Reset()
+		buf.Write(raw)
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
 }

@@ -54,8 +54,7 @@ func newProtectCommand() command {
 			}
 			if !*wait {
 				if *af.output == "json" {
-					_, err := e.stdout.Write(raw)
-					return err
+					return printJSON(e.stdout, raw)
 				}
 				fmt.Fprintf(e.stdout, "machine %s: %s; job %s follows it (standby jobs show %s --wait)\n", r.Machine.Name, r.Machine.State, r.Job.ID, r.Job.ID)
 				return nil
@@ -99,8 +98,7 @@ func newJobsShowCommand() command {
 				return err
 			}
 			if *af.output == "json" {
-				_, err := e.stdout.Write(raw)
-				return err
+				return printJSON(e.stdout, raw)
 			}
 			var j control.Job
 			if err := json.Unmarshal(raw, &j); err != nil {
@@ -155,7 +153,7 @@ func followJob(ctx context.Context, e *env, cl *client.Client, id, output string
 		}
 	}
 	if output == "json" {
-		e.stdout.Write(raw)
+		printJSON(e.stdout, raw)
 	} else {
 		fmt.Fprintln(e.stderr)
 		printJob(e.stdout, j)

@@ -115,7 +115,7 @@ func TestAuthentication(t *testing.T) {
 		}
 	}
 	out := f.must(control.UserViewer, "GET", "/v1/info", "", 200)
-	if !strings.Contains(out, `"role": "viewer"`) {
+	if !strings.Contains(out, `"role":"viewer"`) {
 		t.Errorf("info as viewer: %s", out)
 	}
 }

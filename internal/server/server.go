@@ -8,7 +8,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +64,50 @@ type Server struct {
 
 	mu       sync.Mutex
 	previous map[string]control.ReplicationReport // last assessed report per machine
+
+	verified verifiedCerts
+}
+
+// verifiedCerts remembers the certificates whose chain was verified: a
+// component sends thousands of calls over one connection, and an ECDSA
+// chain verification per call was the server's largest cost with many
+// agents. An entry holds until the certificate expires; revocation is
+// checked per call against the store (api forComponent), not here.
+type verifiedCerts struct {
+	mu sync.Mutex
+	m  map[[32]byte]verifiedCert
+}
+
+type verifiedCert struct {
+	id       trust.Identity
+	notAfter time.Time
+}
+
+// maxVerified bounds the cache; past it, it starts again empty.
+const maxVerified = 100_000
+
+func (v *verifiedCerts) verify(ver *trust.Verifier, chain []*x509.Certificate, now time.Time) (trust.Identity, error) {
+	if len(chain) == 0 {
+		return ver.Verify(chain) // its error says what is missing
+	}
+	key := sha256.Sum256(chain[0].Raw)
+	v.mu.Lock()
+	c, ok := v.m[key]
+	v.mu.Unlock()
+	if ok && now.Before(c.notAfter) {
+		return c.id, nil
+	}
+	id, err := ver.Verify(chain)
+	if err != nil {
+		return id, err
+	}
+	v.mu.Lock()
+	if v.m == nil || len(v.m) >= maxVerified {
+		v.m = map[[32]byte]verifiedCert{}
+	}
+	v.m[key] = verifiedCert{id: id, notAfter: chain[0].NotAfter}
+	v.mu.Unlock()
+	return id, nil
 }
 
 func parseValidity(s string) (time.Duration, error) {
@@ -124,16 +170,17 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		JobProtect: orchestrate.PlannerFunc(s.protectPlanner),
 	}}
 	regHandler := s.reg.Handler()
-	// Every component call is checked against the CA and the store's
-	// revocations, whatever the listener let through.
-	verifier := &trust.Verifier{Roots: ca.Pool(), Roles: control.Roles, Revoked: s.reg.Revoked, Now: o.Now}
+	// Every component call is checked against the CA, whatever the
+	// listener let through; revocation and registration are checked by
+	// the API on every call, against the store.
+	verifier := &trust.Verifier{Roots: ca.Pool(), Roles: control.Roles, Now: o.Now}
 	s.api, err = api.New(api.Options{
 		Store: st, Log: o.Log, Now: o.Now, Version: o.Version,
 		Identify: func(r *http.Request) (api.Identity, error) {
 			if r.TLS == nil {
 				return api.Identity{}, errors.New("component calls need TLS with a client certificate")
 			}
-			id, err := verifier.Verify(r.TLS.PeerCertificates)
+			id, err := s.verified.verify(verifier, r.TLS.PeerCertificates, o.Now())
 			if errors.Is(err, trust.ErrRevoked) || errors.Is(err, trust.ErrWrongRole) {
 				err = fmt.Errorf("%w: %w", api.ErrPeerForbidden, err)
 			}
