@@ -293,7 +293,11 @@ func (s *Server) call(call wire.Call) (any, []byte, error) {
 		return wire.DrainResult{Applied: pos}, nil, err
 	case wire.MethodTree:
 		// Passed through to the master target, as it is.
-		tc, err := wire.Dial(ctx, s.o.Target, s.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamControl, Name: s.o.Name}, wire.Options{PeerRole: "target"})
+		r, err := s.treeRoute(ctx, call.Args)
+		if err != nil {
+			return nil, nil, err
+		}
+		tc, err := s.dialTarget(ctx, r, wire.StreamControl)
 		if err != nil {
 			var we *wire.Error
 			if errors.As(err, &we) {

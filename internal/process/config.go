@@ -27,8 +27,13 @@ type Config struct {
 	// MasterTargetName is the name its certificate must carry; default the
 	// host part of MasterTarget.
 	MasterTargetName string `yaml:"master_target_name,omitempty"`
-	// TLS: this server's certificate, key and the CA of its peers.
+	// TLS: this server's certificate, key and the CA of its peers. Not
+	// used (and optional) when Control is set: the joined identity is.
 	TLS wire.TLSFiles `yaml:"tls"`
+	// Control, when set, puts the process server under a configuration
+	// server (controlconfig.go): master_target then comes from the
+	// desired state of each machine.
+	Control *ControlConfig `yaml:"control,omitempty"`
 	// BandwidthLimit bounds the link to the master target, like 50MiB/s,
 	// or off.
 	BandwidthLimit string `yaml:"bandwidth_limit"`
@@ -68,10 +73,17 @@ func (c *Config) Validate() error {
 	if q, err := units.ParseSize(c.CacheQuota); err != nil || q < 64<<20 {
 		bad("cache_quota: required, a size of at least 64MiB like 20GiB (got %q)", c.CacheQuota)
 	}
-	if _, _, err := net.SplitHostPort(c.MasterTarget); err != nil {
-		bad("master_target: %q is not host:port", c.MasterTarget)
+	if c.Control != nil {
+		errs = append(errs, c.Control.validate(c.Listen)...)
+		if c.MasterTarget != "" {
+			bad("master_target: not used in managed mode (the desired state names each machine's master target); remove it")
+		}
+	} else {
+		if _, _, err := net.SplitHostPort(c.MasterTarget); err != nil {
+			bad("master_target: %q is not host:port", c.MasterTarget)
+		}
+		errs = append(errs, c.TLS.Validate("tls")...)
 	}
-	errs = append(errs, c.TLS.Validate("tls")...)
 	if _, err := units.ParseRate(c.BandwidthLimit); err != nil {
 		bad("bandwidth_limit: %v", err)
 	}
@@ -96,6 +108,10 @@ func (c *Config) Options() (Options, error) {
 		o.Pack.Level, o.Adaptive = segpack.LevelFastest, true
 	} else {
 		o.Pack.Level, _ = segpack.ParseLevel(c.Compression)
+	}
+	if c.Control != nil {
+		o.Control = c.Control.control(c.Listen)
+		return o, nil
 	}
 	var err error
 	if o.TLS, err = c.TLS.ServerConfig(); err != nil {

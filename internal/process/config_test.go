@@ -38,3 +38,29 @@ func TestInvalidConfigs(t *testing.T) {
 		}
 	}
 }
+
+// A managed configuration needs neither tls: nor master_target; its
+// address defaults to listen.
+func TestManagedConfig(t *testing.T) {
+	c, err := LoadConfig("testdata/managed.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS != nil || o.Control == nil || o.Control.Address != "10.0.0.4:9820" || o.Control.Heartbeat.Seconds() != 10 {
+		t.Fatalf("managed options: TLS %v, control %+v", o.TLS, o.Control)
+	}
+	c, err = LoadConfig("testdata/bad-control.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	for _, w := range []string{"control.server", "control.identity", "control.heartbeat", "control.address", "master_target"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("bad-control.yaml: error %v does not mention %s", err, w)
+		}
+	}
+}

@@ -44,6 +44,9 @@ type forwarder struct {
 	copyq   chan *copyOp   // an agent's Copy and CopyEnd frames, served by the session that took the rebase
 	copyGen uint64         // the latest copy a rebase started (guarded by mu)
 	copyErr error          // why copy copyGen failed; nil while it goes on (guarded by mu)
+
+	route    *route        // where the current session goes; nil between sessions (guarded by mu)
+	rerouted chan struct{} // managed: the desired state moved the machine (control.go)
 }
 
 type forwardStats struct {
@@ -64,7 +67,7 @@ type rebaseOp struct {
 }
 
 func newForwarder(p *Server, op wire.Open) *forwarder {
-	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp), copyq: make(chan *copyOp, copyQueue)}
+	return &forwarder{p: p, id: op.Machine, open: op, changed: make(chan struct{}), wake: make(chan struct{}, 1), rebase: make(chan *rebaseOp), copyq: make(chan *copyOp, copyQueue), rerouted: make(chan struct{}, 1)}
 }
 
 // update changes the state under the lock and wakes the watchers.
@@ -146,11 +149,22 @@ func (f *forwarder) session(ctx context.Context) error {
 	f.mu.Lock()
 	op := f.open
 	f.mu.Unlock()
-	c, err := wire.Dial(ctx, f.p.o.Target, f.p.o.TargetTLS, wire.Hello{Role: "process", Stream: wire.StreamData, Name: f.p.o.Name}, wire.Options{PeerRole: "target"})
+	r, ok := f.p.route(ctx, f.id)
+	if !ok {
+		return ctx.Err()
+	}
+	select { // a reroute before this session is what it already follows
+	case <-f.rerouted:
+	default:
+	}
+	c, err := f.p.dialTarget(ctx, r, wire.StreamData)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	f.update(func() { f.route = &r })
+	defer f.update(func() { f.route = nil })
+	pack, adaptive, mlimit := f.p.policyOf(r.policy)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(sctx, func() { c.Close() })
@@ -183,7 +197,7 @@ func (f *forwarder) session(ctx context.Context) error {
 	}()
 	readErr := make(chan error, 1)
 	go func() { readErr <- f.readAcks(sctx, c, s) }()
-	packer, err := segpack.NewPacker(f.p.o.Pack)
+	packer, err := segpack.NewPacker(pack)
 	if err != nil {
 		return err
 	}
@@ -200,7 +214,7 @@ func (f *forwarder) session(ctx context.Context) error {
 				}
 				var st segpack.Stats
 				backlog := f.p.spool.Stats()[f.id].Segments > s.inflight()+1
-				compress := !f.p.o.Adaptive || f.ad.compress(backlog)
+				compress := !adaptive || f.ad.compress(backlog)
 				packer.SetCompress(compress)
 				t0 := time.Now()
 				buf, st, err = packer.Pack(buf[:0], seg)
@@ -212,6 +226,9 @@ func (f *forwarder) session(ctx context.Context) error {
 				}
 				t1 := time.Now()
 				if err := f.p.limit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
+					return err
+				}
+				if err := mlimit.wait(sctx, len(buf), func() error { return c.Send(wire.TypePing, nil) }); err != nil {
 					return err
 				}
 				f.ad.limited(time.Since(t1).Seconds())
@@ -237,6 +254,9 @@ func (f *forwarder) session(ctx context.Context) error {
 		case err := <-readErr:
 			return err
 		case <-f.wake:
+		case <-f.rerouted:
+			f.p.log.Info("the desired state moved the machine; reconnecting", "machine", f.id)
+			return &wire.Error{Code: wire.CodeUnavailable, Message: "rerouted by the desired state", Transient: true}
 		case <-s.acked:
 		case <-ping.C:
 			if err := c.Send(wire.TypePing, nil); err != nil {

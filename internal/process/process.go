@@ -34,6 +34,7 @@ import (
 	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/segpack"
 	"github.com/standby-dr/standby/internal/spool"
+	"github.com/standby-dr/standby/internal/trust"
 	"github.com/standby-dr/standby/internal/wire"
 )
 
@@ -56,12 +57,18 @@ type Options struct {
 	Window   int // segments in flight to the target per machine; 0 means 8
 	Name     string
 	Logger   *slog.Logger
+	// Control, when set, is managed mode (control.go): the agents'
+	// listener uses the joined identity instead of TLS, and each machine
+	// goes to the master target its desired state names instead of
+	// Target.
+	Control *Control
 }
 
 // Server is a running process server.
 type Server struct {
 	o     Options
 	log   *slog.Logger
+	mgd   *managed // nil unless managed
 	spool *spool.Spool
 	limit *limiter
 
@@ -96,14 +103,21 @@ func New(o Options) (*Server, error) {
 	if o.Window <= 0 {
 		o.Window = 8
 	}
-	if o.Target == "" {
+	if o.Target == "" && o.Control == nil {
 		return nil, errors.New("process: the master target's address is required")
+	}
+	var mgd *managed
+	if o.Control != nil {
+		var err error
+		if mgd, err = newManaged(*o.Control, o.CacheDir, o.Logger); err != nil {
+			return nil, err
+		}
 	}
 	sp, err := spool.Open(filepath.Join(o.CacheDir, "spool"), spool.Options{Quota: o.Quota, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, log: o.Logger, spool: sp, limit: newLimiter(o.Bandwidth), forwarders: map[string]*forwarder{}}
+	s := &Server{o: o, log: o.Logger, mgd: mgd, spool: sp, limit: newLimiter(o.Bandwidth), forwarders: map[string]*forwarder{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Machines with segments in the cache are forwarded at once, whether
 	// or not their agents are connected.
@@ -111,6 +125,9 @@ func New(o Options) (*Server, error) {
 		if st, ok := sp.Stats()[op.Machine]; ok && st.Segments > 0 {
 			s.forwarder(op)
 		}
+	}
+	if mgd != nil {
+		s.runControl()
 	}
 	return s, nil
 }
@@ -218,7 +235,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 }
 
 func (s *Server) handle(nc net.Conn) {
-	c, err := wire.Accept(s.ctx, nc, s.o.TLS, wire.Welcome{Role: "process", Name: s.o.Name}, func(c *wire.Conn) error {
+	tc := s.o.TLS
+	var peer *trust.Identity
+	if s.mgd != nil {
+		tl, id, err := acceptTLS(s.ctx, nc, s.mgd.tls)
+		if err != nil {
+			s.log.Debug("handshake", "peer", nc.RemoteAddr(), "err", err)
+			return
+		}
+		defer tl.Close()
+		nc, tc, peer = tl, nil, &id
+	}
+	c, err := wire.Accept(s.ctx, nc, tc, wire.Welcome{Role: "process", Name: s.o.Name}, func(c *wire.Conn) error {
+		if peer != nil && c.Peer.Role != string(peer.Role) {
+			return fmt.Errorf("the peer says it is a %q but its certificate is for %s", c.Peer.Role, peer)
+		}
 		if c.Peer.Role != "agent" && c.Peer.Stream == wire.StreamData {
 			return fmt.Errorf("role %q may not open a data stream to a process server", c.Peer.Role)
 		}
