@@ -15,6 +15,12 @@
 // is passed to the agent (it stops); any other makes the agent's next Open
 // say "not consistent", so that it resynchronises, and its drain clears the
 // refusal. Transient errors are retried here.
+//
+// Managed mode (control.go, Options.Control): agents are accepted by their
+// joined certificates, each machine goes to the master target its desired
+// state names (long-polled, kept in the cache directory so a restart
+// without the configuration server still forwards), and a machine not in
+// the desired state stays in the cache unforwarded.
 package process
 
 import (
