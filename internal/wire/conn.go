@@ -242,9 +242,11 @@ func Accept(ctx context.Context, nc net.Conn, tc *tls.Config, me Welcome, check 
 
 // CertMatchesRole reports whether a certificate's common name is one the
 // role may use: the role itself ("process"), or the role and an id after a
-// colon or dash ("agent:web01", "agent-web01").
+// colon, dash or slash ("agent:web01", "agent-web01", and "agent/3f2a…",
+// the common name of the certificates the configuration server's CA issues
+// at join, whose identity is also in a standby:// URI SAN).
 func CertMatchesRole(cn, role string) bool {
-	return role != "" && (cn == role || strings.HasPrefix(cn, role+":") || strings.HasPrefix(cn, role+"-"))
+	return role != "" && (cn == role || strings.HasPrefix(cn, role+":") || strings.HasPrefix(cn, role+"-") || strings.HasPrefix(cn, role+"/"))
 }
 
 // Send writes one frame and flushes it.

@@ -138,3 +138,22 @@ func TestReadFrameRejectsReservedBits(t *testing.T) {
 		t.Fatalf("got %v, want ErrProtocol", err)
 	}
 }
+
+func TestCertMatchesRole(t *testing.T) {
+	for _, tc := range []struct {
+		cn, role string
+		want     bool
+	}{
+		{"process", "process", true},
+		{"agent:web01", "agent", true},
+		{"agent-web01", "agent", true},
+		{"agent/3f2a9c", "agent", true}, // issued at join
+		{"agent/3f2a9c", "process", false},
+		{"agentx", "agent", false},
+		{"target", "", false},
+	} {
+		if got := CertMatchesRole(tc.cn, tc.role); got != tc.want {
+			t.Errorf("CertMatchesRole(%q, %q) = %v, want %v", tc.cn, tc.role, got, tc.want)
+		}
+	}
+}
