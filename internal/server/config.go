@@ -30,7 +30,9 @@ type Config struct {
 	// AlertWebhook, when set, receives every alert raised or cleared as
 	// a JSON POST: {"event": "raised"|"cleared", "alert": {...}}.
 	AlertWebhook string `yaml:"alert_webhook"`
-	LogLevel     string `yaml:"log_level"`
+	// Status is an optional plain-HTTP listener for Prometheus /metrics.
+	Status   string `yaml:"status,omitempty"`
+	LogLevel string `yaml:"log_level"`
 }
 
 // Defaults returns the defaulted fields.
@@ -64,6 +66,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir: required (a directory for the CA, the server certificate and the database)")
+	}
+	if c.Status != "" {
+		if _, _, err := net.SplitHostPort(c.Status); err != nil {
+			bad("status: %q is not host:port", c.Status)
+		}
 	}
 	if len(c.Hosts) == 0 {
 		bad("hosts: at least one name or address clients dial")

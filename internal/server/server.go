@@ -257,8 +257,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		s.jobs.Close(cctx)
 	}()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	if s.o.Config.Status != "" {
+		sl, err := net.Listen("tcp", s.o.Config.Status)
+		if err != nil {
+			return fmt.Errorf("status listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.MetricsHandler())
+		ss := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ss.Serve(sl) }()
+		defer ss.Close()
+	}
 	go s.assessLoop(ctx)
 	s.o.Log.Info("configuration server listening", "addr", ln.Addr().String(), "store", redact(s.o.Config.StoreURL()))
 	select {

@@ -335,6 +335,16 @@ func TestProtectionLifeCycle(t *testing.T) {
 		return strings.Contains(all, `"event":"raised"`) && strings.Contains(all, `"event":"cleared"`) && strings.Contains(all, "heartbeat/"+agent.id.ID)
 	})
 
+	rec := httptest.NewRecorder()
+	d.s.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`standby_machine_rpo_seconds{machine="web01"} 0.4`, `standby_machine_state{machine="web01",state="protected"} 1`,
+		`standby_machine_health{health=`, `standby_server_heartbeat_age_seconds{name="mt1"`, `standby_jobs{kind="protect",state="succeeded"} 1`,
+		`standby_job_duration_seconds_count{kind="protect"} 1`, `standby_alerts_active{severity="critical"} 0`, `standby_server_store_up 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, rec.Body)
+		}
+	}
+
 	m = control.Machine{} // omitempty fields absent from the answer must not keep old values
 	d.call(ops, "POST", "/v1/machines/web01/unprotect", map[string]any{}, &m)
 	if m.State != control.StateUnprotected || m.Process != "" {
