@@ -22,6 +22,9 @@ func newProcessCommand() command {
 				return err
 			}
 			o.Logger = e.logger(cfg.LogLevel).With("role", "process")
+			if o.Control != nil {
+				o.Control.Version = version
+			}
 			s, err := process.New(o)
 			if err != nil {
 				return err
@@ -41,6 +44,9 @@ func newTargetCommand() command {
 				return err
 			}
 			o.Logger = e.logger(cfg.LogLevel).With("role", "target")
+			if o.Control != nil {
+				o.Control.Version = version
+			}
 			t, err := target.New(ctx, o)
 			if err != nil {
 				return err
