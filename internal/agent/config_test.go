@@ -19,6 +19,24 @@ func TestSampleConfigIsValid(t *testing.T) {
 	}
 }
 
+func TestManagedConfig(t *testing.T) {
+	c, err := LoadConfig("testdata/managed.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("managed config: %v", err)
+	}
+	if c.Control.Heartbeat != "10s" || c.Replication.Window != 8 || c.Replication.ShipInterval != "1s" {
+		t.Fatalf("managed config read as control %+v, replication %+v", c.Control, c.Replication)
+	}
+	// Without control, a replication section must name its process server.
+	c.Control = nil
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "replication.process_server") {
+		t.Fatalf("unmanaged replication without a process server: %v", err)
+	}
+}
+
 func TestInvalidConfigsFail(t *testing.T) {
 	tests := []struct {
 		file string
@@ -40,6 +58,13 @@ func TestInvalidConfigsFail(t *testing.T) {
 			`app_consistent.fsfreeze[0]: "srv/data" must be an absolute mount point path`,
 			`app_consistent.fsfreeze[2]: "/srv/logs/" is listed twice`,
 			`app_consistent.pre: "db-flush" must be an absolute program path`,
+		}},
+		{"bad-managed.yaml", []string{
+			`control.server: "http://dr.example.net:9443" is not https://HOST:PORT`,
+			"control.identity: required",
+			"control.heartbeat: 500ms is outside 1s..5m",
+			"replication.process_server: the configuration server names the process server in managed mode",
+			"replication.tls: a managed agent uses its joined identity",
 		}},
 		{"app-consistent-nothing-to-quiesce.yaml", []string{
 			"app_consistent: interval is 1h but nothing quiesces",
