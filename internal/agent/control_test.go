@@ -307,4 +307,28 @@ func TestManagedAgentShipsWithoutServer(t *testing.T) {
 	if st := m.agent.Status(); st.Replication.State != ReplProtected || !st.Control.Protected {
 		t.Fatalf("without the server: replication %s, control %+v", st.Replication.State, st.Control)
 	}
+	// A restart while the server is away: the agent ships by the desired
+	// state it kept.
+	m.restartAgent()
+	m.write(5<<20, 64<<10, 0xd4)
+	m.applied()
+	if st := m.agent.Status(); !st.Control.Protected || st.Control.ProcessServer == nil || st.Control.ProcessServer.ID != m.processID {
+		t.Fatalf("restarted without the server: control %+v", st.Control)
+	}
+}
+
+// restartAgent stops the agent and starts it again on the same
+// configuration and state.
+func (m *managed) restartAgent() {
+	m.t.Helper()
+	ta := m.agent
+	ta.stop(m.t)
+	a, err := New(context.Background(), ta.cfg, slog.New(slog.NewTextHandler(testWriter{m.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	ta.Agent = a
+	var ctx context.Context
+	ctx, ta.cancel = context.WithCancel(context.Background())
+	go func() { ta.done <- a.Run(ctx) }()
 }
