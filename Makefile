@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./internal/nbd -run '^$$' -fuzz FuzzOptionHaggling -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/nbd -run '^$$' -fuzz FuzzTransmission -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/segpack -run '^$$' -fuzz FuzzUnpack -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/api -run '^$$' -fuzz FuzzHandlers -fuzztime $(FUZZTIME)
 
 SOAK_TRIALS ?= 300
 soak:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +52,21 @@ func newFixture(t testing.TB, mod ...func(*Options)) *fixture {
 	for _, m := range mod {
 		m(&o)
 	}
+	// Components: a registered server of each role. The real mutual-TLS
+	// identity is tested with the server (internal/server); here the
+	// handlers behind it are, so the identity comes from a header.
+	for _, r := range control.Roles {
+		if err := st.CreateServer(ctx, control.Server{ID: string(r) + "1", Role: r, Name: string(r) + "1", JoinedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Identify = func(r *http.Request) (Identity, error) {
+		role, id, ok := strings.Cut(r.Header.Get(testIdentity), "/")
+		if !ok {
+			return Identity{}, errors.New("no client certificate")
+		}
+		return Identity{Role: control.Role(role), ID: id}, nil
+	}
 	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +82,11 @@ func newFixture(t testing.TB, mod ...func(*Options)) *fixture {
 	return f
 }
 
-// call makes one request as role ("" for none) and returns the status
-// and the body.
+// testIdentity is the header the fixture's Identify reads: ROLE/ID.
+const testIdentity = "X-Test-Identity"
+
+// call makes one request as role ("" for none; "component:ROLE" for the
+// registered server of that role) and returns the status and the body.
 func (f *fixture) call(role control.UserRole, method, path string, body string) (int, string) {
 	f.t.Helper()
 	var rd io.Reader
@@ -75,7 +94,9 @@ func (f *fixture) call(role control.UserRole, method, path string, body string) 
 		rd = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, rd)
-	if role != "" {
+	if c, ok := strings.CutPrefix(string(role), "component:"); ok {
+		req.Header.Set(testIdentity, c+"/"+c+"1")
+	} else if role != "" {
 		req.Header.Set("Authorization", "Bearer "+f.tokens[role])
 	}
 	rec := httptest.NewRecorder()
@@ -201,12 +222,16 @@ func TestMalformedBodies(t *testing.T) {
 		"null":          `null`,
 	}
 	for _, e := range endpoints {
-		if e.method == "GET" || strings.HasPrefix(e.auth, "component") || e.auth == "none" || e.auth == "join token" {
+		if e.method == "GET" || e.auth == "none" || e.auth == "join token" || e.path == "/v1/renew" {
 			continue
+		}
+		caller := control.UserAdmin
+		if roles, ok := strings.CutPrefix(e.auth, "component:"); ok {
+			caller = control.UserRole("component:" + strings.Split(roles, ",")[0])
 		}
 		path := strings.NewReplacer("{id}", "x", "{name}", "web").Replace(e.path)
 		for name, b := range bodies {
-			code, out := f.call(control.UserAdmin, e.method, path, b)
+			code, out := f.call(caller, e.method, path, b)
 			if code < 400 || code >= 500 {
 				if name == "null" && code < 400 {
 					continue // null decodes as an empty request, which may be valid
@@ -264,12 +289,18 @@ func FuzzHandlers(f *testing.F) {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") || !validMethod(method) {
 			return
 		}
-		r := userRoles[uint(role)%uint(len(userRoles))]
+		// Users of each role, and components of each role.
+		callers := []string{"admin", "operator", "viewer", "agent", "process", "target"}
+		r := callers[uint(role)%uint(len(callers))]
 		req, err := http.NewRequest(method, "http://x"+path, bytes.NewBufferString(body))
 		if err != nil {
 			return
 		}
-		req.Header.Set("Authorization", "Bearer "+fx.tokens[r])
+		if tok, ok := fx.tokens[control.UserRole(r)]; ok {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		} else {
+			req.Header.Set(testIdentity, r+"/"+r+"1")
+		}
 		rec := httptest.NewRecorder()
 		fx.srv.Handler().ServeHTTP(rec, req)
 		if rec.Code >= 500 {
