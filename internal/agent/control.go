@@ -192,7 +192,9 @@ func (c *controller) reportLoop(ctx context.Context) {
 	defer watch.Stop()
 	full := true
 	for {
-		if full || c.stateChanged() {
+		// While the server is unreachable only the heartbeat period
+		// retries: a state change does not make the agent call faster.
+		if full || (out.since.IsZero() && c.stateChanged()) {
 			err := c.heartbeatAndReport(ctx, full)
 			if ctx.Err() != nil {
 				return
