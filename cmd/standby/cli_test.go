@@ -88,4 +88,13 @@ func TestTwoSiteDemo(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "equals the source byte for byte") || !strings.Contains(out, "achieved RPO") {
 		t.Fatalf("demo exit %d:\n%s\n%s", code, out, errs)
 	}
+	// It goes through the configuration server, and says nothing alarming.
+	for _, want := range []string{"configuration server on", "joined with a one-time token", "job succeeded: machine web01 is protected", "in the server's catalogue"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the demo does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(errs, "level=ERROR") || strings.Contains(errs, "level=WARN") {
+		t.Errorf("the demo logged warnings or errors:\n%s", errs)
+	}
 }

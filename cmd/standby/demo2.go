@@ -7,22 +7,32 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/standby-dr/standby/internal/agent"
-	"github.com/standby-dr/standby/internal/certs"
+	"github.com/standby-dr/standby/internal/api/client"
+	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/process"
 	"github.com/standby-dr/standby/internal/retention"
+	"github.com/standby-dr/standby/internal/server"
 	"github.com/standby-dr/standby/internal/target"
-	"github.com/standby-dr/standby/internal/wire"
+	"github.com/standby-dr/standby/internal/trust"
 )
 
-// runTwoSiteDemo runs both sites on this machine: a master target, a
-// process server and an agent with mutual TLS between them; initial
-// replication, a workload with the achieved RPO, the recovery points, and
-// the replica checked against the source.
+type (
+	controlMachine = control.Machine
+	controlJob     = control.Job
+)
+
+// runTwoSiteDemo runs both sites on this machine: the configuration
+// server, then a master target, a process server and an agent that join
+// it with one-time tokens and take their orders from it; protection
+// through the server (a job), a workload with the achieved RPO, the
+// recovery points, and the replica checked against the source.
 func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	w := e.stdout
 	cleanup, err := o.workDir()
@@ -37,55 +47,103 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	if err := makeDemoDisk(disk, o.size); err != nil {
 		return err
 	}
-	files, err := certs.Create(filepath.Join(o.dir, "pki"), []string{"agent", "process", "target"}, 24*time.Hour)
-	if err != nil {
-		return err
-	}
-	tlsOf := func(n string) wire.TLSFiles {
-		return wire.TLSFiles{Cert: files[n].Cert, Key: files[n].Key, CA: files[n].CA}
-	}
 	rctx, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 
-	// Secondary site: the master target.
-	tsrv, _ := tlsOf("target").ServerConfig()
-	tgt, err := target.New(ctx, target.Options{DataDir: filepath.Join(o.dir, "secondary", "target"), TLS: tsrv, Logger: log,
-		Retention: retention.Policy{KeepAll: time.Hour}, PruneInterval: 5 * time.Second})
+	// Secondary site: the configuration server, with its CA and store.
+	scfg := server.Defaults()
+	scfg.Listen, scfg.DataDir, scfg.LogLevel = "127.0.0.1:0", filepath.Join(o.dir, "secondary", "server"), "warn"
+	srv, err := server.New(ctx, server.Options{Config: scfg, Log: log, Version: version, AssessEvery: time.Second})
 	if err != nil {
 		return err
 	}
-	defer tgt.Close()
+	defer srv.Close()
+	sl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(rctx, sl) }()
+	defer func() { stopRoles(); <-srvDone }()
+	serverURL := "https://" + sl.Addr().String()
+	adminTok, err := os.ReadFile(filepath.Join(scfg.DataDir, "admin.token"))
+	if err != nil {
+		return err
+	}
+	admin, err := client.New(client.Options{Server: serverURL, Token: strings.TrimSpace(string(adminTok)), CAFile: filepath.Join(scfg.DataDir, "ca.crt")})
+	if err != nil {
+		return err
+	}
+	step("Secondary site: configuration server on %s (its CA, SQLite store, first admin token in %s)", sl.Addr(), filepath.Join(scfg.DataDir, "admin.token"))
+	join := func(role control.Role, name, addr string) (string, error) {
+		var tok struct {
+			Token string `json:"token"`
+		}
+		if err := admin.Do(ctx, "POST", "/v1/tokens", map[string]string{"role": string(role), "ttl": "10m"}, &tok); err != nil {
+			return "", err
+		}
+		dir := filepath.Join(o.dir, "identity", name)
+		var hosts []string
+		if addr != "" {
+			hosts = []string{"127.0.0.1"}
+		}
+		id, err := trust.Join(ctx, trust.JoinOptions{ServerURL: serverURL, Token: tok.Token, Role: role, Name: name, Address: addr, Version: version, Dir: dir, Hosts: hosts})
+		if err != nil {
+			return "", fmt.Errorf("join %s: %w", name, err)
+		}
+		fmt.Fprintf(w, "    %s joined with a one-time token: certificate for %s\n", name, id)
+		return dir, nil
+	}
+
+	// Secondary site: the master target, joined and managed.
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	go tgt.Serve(rctx, tl)
-	step("Secondary site: master target on %s (mutual TLS)", tl.Addr())
-
-	// Primary site: the process server, then the agent.
-	psrv, _ := tlsOf("process").ServerConfig()
-	pcli, _ := tlsOf("process").ClientConfig("localhost")
-	ps, err := process.New(process.Options{CacheDir: filepath.Join(o.dir, "primary", "cache"), Quota: 1 << 30,
-		Target: tl.Addr().String(), TargetTLS: pcli, TLS: psrv, Logger: log})
+	tgtID, err := join(control.RoleTarget, "mt1", tl.Addr().String())
 	if err != nil {
 		return err
 	}
-	defer ps.Close()
+	tgt, err := target.New(ctx, target.Options{DataDir: filepath.Join(o.dir, "secondary", "target"), Logger: log,
+		Retention: retention.Policy{KeepAll: time.Hour}, PruneInterval: 5 * time.Second,
+		Control: &target.Control{Server: serverURL, Identity: tgtID, Address: tl.Addr().String(), Heartbeat: time.Second, Version: version}})
+	if err != nil {
+		return err
+	}
+	defer tgt.Close()
+	go tgt.Serve(rctx, tl)
+	step("Secondary site: master target on %s (mutual TLS with the joined identity)", tl.Addr())
+
+	// Primary site: the process server, then the agent.
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	psID, err := join(control.RoleProcess, "ps1", pl.Addr().String())
+	if err != nil {
+		return err
+	}
+	ps, err := process.New(process.Options{CacheDir: filepath.Join(o.dir, "primary", "cache"), Quota: 1 << 30, Logger: log,
+		Control: &process.Control{Server: serverURL, Identity: psID, Address: pl.Addr().String(), Heartbeat: time.Second, Version: version}})
+	if err != nil {
+		return err
+	}
+	defer ps.Close()
 	go ps.Serve(rctx, pl)
-	step("Primary site: process server on %s, cache 1GiB, zstd + zero elimination + dedup to the target", pl.Addr())
+	step("Primary site: process server on %s, cache 1GiB, zstd + zero elimination + dedup to the target it is told", pl.Addr())
 
+	agentID, err := join(control.RoleAgent, "host1", "")
+	if err != nil {
+		return err
+	}
 	sock := filepath.Join(o.dir, "web01.sock")
 	cfg := agent.Defaults()
 	cfg.Machine, cfg.StateDir, cfg.Listen.Unix = "web01", filepath.Join(o.dir, "primary", "agent"), sock
 	cfg.Disks = []agent.DiskConfig{{Name: "root", Path: disk}}
 	cfg.BookmarkInterval, cfg.Journal.SegmentSize, cfg.LogLevel = "1s", "8MiB", "warn"
-	r := agent.ReplicationDefaults()
-	r.ProcessServer, r.ServerName, r.TLS, r.ShipInterval = pl.Addr().String(), "localhost", tlsOf("agent"), "250ms"
-	cfg.Replication = &r
+	cc := agent.ControlDefaults()
+	cc.Server, cc.Identity, cc.Heartbeat = serverURL, agentID, "1s"
+	cfg.Control = &cc
 	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -94,22 +152,42 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- a.Run(actx) }()
 	defer func() { stopAgent(); <-agentDone }()
-	step("Agent serving disk %q at nbd+unix:///root?socket=%s, journaling every write", "root", sock)
+	step("Agent serving disk %q at nbd+unix:///root?socket=%s, journaling every write; it reports web01 to the server", "root", sock)
 
+	// Through the server, as an operator: a protection group, then protect.
+	if err := waitDemo(ctx, time.Minute, func() bool {
+		return admin.Do(ctx, "GET", "/v1/machines/web01", nil, nil) == nil
+	}); err != nil {
+		return fmt.Errorf("the agent did not report web01 to the server: %w", err)
+	}
+	if err := admin.Do(ctx, "POST", "/v1/groups", map[string]any{"name": "demo", "policy": map[string]any{"point_interval": "1s", "rpo_threshold": "10s"}}, nil); err != nil {
+		return err
+	}
 	start := time.Now()
+	var pr struct {
+		Machine controlMachine `json:"machine"`
+		Job     controlJob     `json:"job"`
+	}
+	if err := admin.Do(ctx, "POST", "/v1/machines/web01/protect", map[string]string{"group": "demo"}, &pr); err != nil {
+		return err
+	}
+	step("Protect web01 in group \"demo\" (points every second): the server picked process server ps1 and master target mt1; job %s", pr.Job.ID)
+	var job controlJob
 	if err := waitDemo(ctx, 5*time.Minute, func() bool {
-		st := a.Status().Replication
-		return st.State == agent.ReplProtected && st.Consistent
+		return admin.Do(ctx, "GET", "/v1/jobs/"+pr.Job.ID, nil, &job) == nil && job.State.Done()
 	}); err != nil {
 		return fmt.Errorf("initial replication: %w (%+v)", err, *a.Status().Replication)
+	}
+	if job.State != control.JobSucceeded {
+		return fmt.Errorf("protect job %s: %s", job.State, job.Error)
 	}
 	rs := a.Status().Replication
 	how := "journaled"
 	if rs.ResyncMode == "copy" {
 		how = "copied straight into the new replica"
 	}
-	fmt.Fprintf(w, "    initial replication: %s of %s disk compared and %s in %s (holes and zero blocks skipped)\n",
-		humanBytes(uint64(rs.ResyncBytes)), humanBytes(uint64(o.size)), how, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(w, "    job %s: %s; initial replication: %s of %s disk compared and %s in %s (holes and zero blocks skipped)\n",
+		job.State, job.Result, humanBytes(uint64(rs.ResyncBytes)), humanBytes(uint64(o.size)), how, time.Since(start).Round(time.Millisecond))
 
 	step("Workload for %s over %d NBD connections; achieved RPO sampled every 250ms", o.duration, o.conns)
 	var rpos []float64
@@ -162,8 +240,14 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	fmt.Fprintf(w, "    process server → target: %s of segments sent as %s (packing ratio %.2f)\n",
 		humanBytes(pst.TargetBefore), humanBytes(pst.TargetAfter), float64(pst.TargetBefore)/max(1, float64(pst.TargetAfter)))
 
+	var cat struct {
+		Points []control.RecoveryPoint `json:"points"`
+	}
+	waitDemo(ctx, 10*time.Second, func() bool {
+		return admin.Do(ctx, "GET", "/v1/machines/web01/points", nil, &cat) == nil && len(cat.Points) >= len(rep.Points())
+	})
 	points := rep.Points()
-	step("Recovery points at the secondary site: %d (crash-consistent every second, and the final bookmark)", len(points))
+	step("Recovery points at the secondary site: %d (crash-consistent every second, and the final bookmark); %d in the server's catalogue", len(points), len(cat.Points))
 	for i, pt := range points {
 		if i < 2 || i >= len(points)-3 {
 			fmt.Fprintf(w, "    point %3d  seq %-7d %s  %s\n", pt.ID, pt.Seq, pt.Time.UTC().Format("15:04:05.000"), pt.Label)

@@ -169,7 +169,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h handlerFunc) {
 	body, err := h(w, r)
 	switch {
 	case err != nil:
-		if statusOf(err) >= 500 {
+		if statusOf(err) >= 500 && r.Context().Err() == nil { // not a caller that went away
 			s.o.Log.Error("api call", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 		writeError(w, err)

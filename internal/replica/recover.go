@@ -44,7 +44,9 @@ func (r *Replica) segmentFiles(st *state) ([]uint64, error) {
 	for _, e := range ents {
 		if idx, ok := parseSegName(e.Name()); ok {
 			idxs = append(idxs, idx)
-		} else {
+		} else if filepath.Ext(e.Name()) != tmpExt {
+			// (A temporary file is a segment being written now, when
+			// Prune sweeps; Open removes those a crash left.)
 			r.log.Warn("replica: ignoring unknown file", "machine", st.MachineID, "path", filepath.Join(r.dir, segmentsDir, e.Name()))
 		}
 	}
