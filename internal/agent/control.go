@@ -133,7 +133,12 @@ func newController(a *Agent, cfg ControlConfig) (*controller, error) {
 // policy's bookmarks until ctx ends.
 func (c *controller) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){c.reportLoop, c.desiredLoop, c.bookmarkLoop} {
+	// Renewal rewrites the identity files before the certificate expires;
+	// every dial and every call to the server loads them afresh.
+	renew := func(ctx context.Context) {
+		(&trust.Renewer{Dir: c.cfg.Identity, ServerURL: c.cfg.Server, Log: c.log}).Run(ctx)
+	}
+	for _, loop := range []func(context.Context){c.reportLoop, c.desiredLoop, c.bookmarkLoop, renew} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
 	}

@@ -52,6 +52,7 @@ const desiredFile = "desired.json"
 type managed struct {
 	o       Control
 	local   *trust.Local
+	live    *trust.Live // the current certificate, renewed while running
 	comp    *client.Component
 	revoked trust.RevocationSet
 	tls     *tls.Config // the agents' listener
@@ -84,7 +85,8 @@ func newManaged(o Control, cacheDir string, log *slog.Logger) (*managed, error) 
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	m := &managed{o: o, local: l, comp: comp, desired: map[string]api.DesiredMachine{}, changed: make(chan struct{})}
-	m.tls = trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent}, m.revoked.Revoked)
+	m.live = trust.NewLive(l)
+	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent}, m.revoked.Revoked))
 	if b, err := os.ReadFile(filepath.Join(cacheDir, desiredFile)); err == nil {
 		var d api.Desired
 		if err := json.Unmarshal(b, &d); err != nil {
@@ -149,7 +151,7 @@ func (s *Server) route(ctx context.Context, id string) (route, bool) {
 				s.log.Info("machine now in the desired state; forwarding", "machine", id, "target", dm.Target.ID)
 			}
 			want := trust.Identity{Role: control.RoleTarget, ID: dm.Target.ID}
-			return route{addr: dm.Target.Address, tls: trust.ClientTLS(s.mgd.local.Roots, s.mgd.local.Cert, want), target: dm.Target.ID, policy: dm.Policy}, true
+			return route{addr: dm.Target.Address, tls: s.mgd.live.Serve(trust.ClientTLS(s.mgd.local.Roots, s.mgd.local.Cert, want)), target: dm.Target.ID, policy: dm.Policy}, true
 		}
 		if !logged {
 			logged = true
@@ -203,7 +205,8 @@ func acceptTLS(ctx context.Context, nc net.Conn, tc *tls.Config) (net.Conn, trus
 
 // runControl starts the heartbeat, revocation and desired-state loops.
 func (s *Server) runControl() {
-	loops := []func(context.Context){s.heartbeatLoop, s.revocationLoop, s.desiredLoop}
+	renew := func(ctx context.Context) { s.mgd.live.RunRenewal(ctx, s.mgd.o.Identity, s.mgd.o.Server, 0, s.o.Logger) }
+	loops := []func(context.Context){s.heartbeatLoop, s.revocationLoop, s.desiredLoop, renew}
 	s.wg.Add(len(loops))
 	for _, fn := range loops {
 		go func() {

@@ -58,6 +58,7 @@ const refusedRetry = time.Minute
 type managed struct {
 	o       Control
 	local   *trust.Local
+	live    *trust.Live // the current certificate, renewed while running
 	comp    *client.Component
 	revoked trust.RevocationSet
 	tls     *tls.Config
@@ -87,8 +88,8 @@ func newManaged(o Control) (*managed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	m := &managed{o: o, local: l, comp: comp}
-	m.tls = trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleProcess}, m.revoked.Revoked)
+	m := &managed{o: o, local: l, comp: comp, live: trust.NewLive(l)}
+	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleProcess}, m.revoked.Revoked))
 	return m, nil
 }
 
@@ -127,7 +128,8 @@ func checkIdentity(id trust.Identity) func(*wire.Conn) error {
 // target closes.
 func (t *Target) runControl() {
 	m := t.mgd
-	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop}
+	renew := func(ctx context.Context) { m.live.RunRenewal(ctx, m.o.Identity, m.o.Server, 0, t.log) }
+	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop, renew}
 	t.wg.Add(len(loops))
 	for _, fn := range loops {
 		go func() {
