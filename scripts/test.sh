@@ -21,6 +21,8 @@ need fio fio
 need fusermount3 fuse3
 need mkfs.ext4 e2fsprogs
 need losetup mount
+# The push install tests start their own sshd (internal/pushinstall/sshtest).
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 # PostgreSQL's server binaries are not on PATH on Debian; the store tests
 # start their own cluster from them (internal/store/postgres/pgtest).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
