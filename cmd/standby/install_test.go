@@ -71,7 +71,7 @@ func TestAgentInstallCommand(t *testing.T) {
 func TestAgentInstallUsage(t *testing.T) {
 	var out, errb bytes.Buffer
 	for _, args := range [][]string{
-		{"--host", "h"},                                  // no machine, no disk
+		{"--host", "h"}, // no machine, no disk
 		{"--host", "h", "--machine", "m", "--disk", "x"}, // not NAME=PATH
 		{"--host", "h", "--machine", "m", "--disk", "a=/b", "extra"},
 	} {
