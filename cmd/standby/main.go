@@ -28,6 +28,7 @@ type command struct {
 
 // env is what every command gets: where to print and how to log.
 type env struct {
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -45,6 +46,7 @@ func commands() []command {
 		newServerCommand(),
 		newSimulateAgentsCommand(),
 		newJoinCommand(control.RoleAgent),
+		newAgentInstallCommand(),
 		newJoinCommand(control.RoleProcess),
 		newJoinCommand(control.RoleTarget),
 		newAgentCommand(),
@@ -88,7 +90,7 @@ func exitCode(err error) int {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	e := &env{stdout: os.Stdout, stderr: os.Stderr}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
 	stopProfile := startProfile()
 	err := dispatch(ctx, e, os.Args[1:])
 	stopProfile()

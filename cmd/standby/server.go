@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -41,7 +42,7 @@ func newJoinCommand(role control.Role) command {
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags(e, name, "--server URL --token TOKEN --dir DIR [--name NAME] [--address HOST:PORT]")
 			srv := fs.String("server", os.Getenv("STANDBY_SERVER"), "the configuration server's URL, https://HOST:PORT")
-			token := fs.String("token", "", "the join token from `standby token create --role "+string(role)+"`")
+			token := fs.String("token", "", "the join token from `standby token create --role "+string(role)+"`; - reads it from standard input (it then does not show in the process list)")
 			dir := fs.String("dir", "", "where to write the key, certificate and CA (tls.key, tls.crt, ca.crt)")
 			host, _ := os.Hostname()
 			nm := fs.String("name", host, "the name to register as (unique per role)")
@@ -52,6 +53,13 @@ func newJoinCommand(role control.Role) command {
 			}
 			if *srv == "" || *token == "" || *dir == "" || fs.NArg() > 0 {
 				return usagef("usage: standby %s --server URL --token TOKEN --dir DIR", name)
+			}
+			if *token == "-" {
+				line, err := bufio.NewReader(e.stdin).ReadString('\n')
+				if err != nil && line == "" {
+					return fmt.Errorf("--token -: no token on standard input: %w", err)
+				}
+				*token = strings.TrimSpace(line)
 			}
 			var hs []string
 			if *hosts != "" {

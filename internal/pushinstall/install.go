@@ -179,15 +179,15 @@ func (in *installer) binary(ctx context.Context) (string, bool, error) {
 }
 
 // join runs `standby agent join` on the host. The token goes through
-// stdin into a shell variable, so it is on no command line but the
-// join's own, for the second the join takes, and it is used once.
+// stdin (`--token -`), so it is on no command line and in no file, and it
+// is used once.
 func (in *installer) join(ctx context.Context) (string, bool, error) {
 	in.res.IdentityDir = in.l.identity
 	have, _ := in.c.run(ctx, fmt.Sprintf("test -s %[1]s/tls.crt && test -s %[1]s/tls.key && echo joined || true", shq(in.l.identity)), nil)
 	if strings.TrimSpace(have) == "joined" {
 		return fmt.Sprintf("already joined (identity in %s); the new token was not used and expires unused", in.l.identity), true, nil
 	}
-	script := fmt.Sprintf(`set -e; umask 077; mkdir -p %[1]s; IFS= read -r t; exec %[2]s agent join --server %[3]s --token "$t" --dir %[4]s --name %[5]s`,
+	script := fmt.Sprintf(`set -e; umask 077; mkdir -p %[1]s; exec %[2]s agent join --server %[3]s --token - --dir %[4]s --name %[5]s`,
 		shq(in.l.dir), shq(in.l.bin), shq(in.o.ServerURL), shq(in.l.identity), shq(in.o.Name))
 	out, err := in.c.run(ctx, script, strings.NewReader(in.o.JoinToken+"\n"))
 	if err != nil {
