@@ -128,45 +128,50 @@ func (s *Server) forUser(min control.UserRole, h handlerFunc) http.HandlerFunc {
 }
 
 // forComponent wraps a handler open to components of the given roles,
-// identified by their client certificates. The server's store is asked
-// whether the server is still registered and not revoked: the
-// certificate alone is not enough.
+// identified by their client certificates (authComponent).
 func (s *Server) forComponent(roles []control.Role, h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.o.Identify == nil {
-			writeError(w, errorf(http.StatusForbidden, "this server does not accept component calls"))
-			return
-		}
-		id, err := s.o.Identify(r)
+		id, err := s.authComponent(r, roles)
 		if err != nil {
-			status := http.StatusUnauthorized
-			if errors.Is(err, ErrPeerForbidden) {
-				status = http.StatusForbidden
-			}
-			writeError(w, errorf(status, "%v", err))
-			return
-		}
-		if !slices.Contains(roles, id.Role) {
-			writeError(w, errorf(http.StatusForbidden, "certificate is for a %s; this endpoint is for %s", id.Role, joinRoles(roles)))
-			return
-		}
-		srv, err := s.o.Store.GetServer(r.Context(), id.ID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			writeError(w, errorf(http.StatusForbidden, "server %s/%s is not registered", id.Role, id.ID))
-			return
-		case err != nil:
 			writeError(w, err)
 			return
-		case srv.Revoked:
-			writeError(w, errorf(http.StatusForbidden, "server %s/%s is revoked", id.Role, id.ID))
-			return
-		case srv.Role != id.Role:
-			writeError(w, errorf(http.StatusForbidden, "server %s is registered as a %s, its certificate says %s", id.ID, srv.Role, id.Role))
-			return
 		}
-		s.serve(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, principal{comp: &id})), h)
+		s.serve(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, principal{comp: id})), h)
 	}
+}
+
+// authComponent identifies the component making r (HTTP/JSON or gRPC:
+// both come as HTTPS requests on the API listener) and checks it may
+// make a call open to roles. The server's store is asked whether the
+// server is still registered and not revoked: the certificate alone is
+// not enough.
+func (s *Server) authComponent(r *http.Request, roles []control.Role) (*Identity, error) {
+	if s.o.Identify == nil {
+		return nil, errorf(http.StatusForbidden, "this server does not accept component calls")
+	}
+	id, err := s.o.Identify(r)
+	if err != nil {
+		status := http.StatusUnauthorized
+		if errors.Is(err, ErrPeerForbidden) {
+			status = http.StatusForbidden
+		}
+		return nil, errorf(status, "%v", err)
+	}
+	if !slices.Contains(roles, id.Role) {
+		return nil, errorf(http.StatusForbidden, "certificate is for a %s; this endpoint is for %s", id.Role, joinRoles(roles))
+	}
+	srv, err := s.o.Store.GetServer(r.Context(), id.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errorf(http.StatusForbidden, "server %s/%s is not registered", id.Role, id.ID)
+	case err != nil:
+		return nil, err
+	case srv.Revoked:
+		return nil, errorf(http.StatusForbidden, "server %s/%s is revoked", id.Role, id.ID)
+	case srv.Role != id.Role:
+		return nil, errorf(http.StatusForbidden, "server %s is registered as a %s, its certificate says %s", id.ID, srv.Role, id.Role)
+	}
+	return &id, nil
 }
 
 func joinRoles(roles []control.Role) string {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,30 +20,33 @@ type HeartbeatRequest struct {
 }
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) (any, error) {
-	id := principalOf(r.Context()).comp
 	var req HeartbeatRequest
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
+	return nil, s.recordHeartbeat(r.Context(), req)
+}
+
+// recordHeartbeat is a heartbeat of the component calling (ctx's
+// principal), over HTTP/JSON or gRPC.
+func (s *Server) recordHeartbeat(ctx context.Context, req HeartbeatRequest) error {
+	id := principalOf(ctx).comp
 	if req.Capacity.Machines < 0 || req.Capacity.MaxMachines < 0 || req.Capacity.FreeBytes < 0 {
-		return nil, errorf(http.StatusBadRequest, "capacity: negative numbers")
+		return errorf(http.StatusBadRequest, "capacity: negative numbers")
 	}
 	if req.Address != "" {
-		srv, err := s.o.Store.GetServer(r.Context(), id.ID)
+		srv, err := s.o.Store.GetServer(ctx, id.ID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if srv.Address != req.Address {
 			srv.Address = req.Address
-			if err := s.o.Store.UpdateServer(r.Context(), srv); err != nil {
-				return nil, err
+			if err := s.o.Store.UpdateServer(ctx, srv); err != nil {
+				return err
 			}
 		}
 	}
-	if err := s.o.Store.Heartbeat(r.Context(), id.ID, s.now(), req.Version, req.Capacity); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return s.o.Store.Heartbeat(ctx, id.ID, s.now(), req.Version, req.Capacity)
 }
 
 // AgentReport is what an agent reports of its machine (POST
@@ -55,26 +59,35 @@ type AgentReport struct {
 }
 
 func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error) {
-	agent := principalOf(r.Context()).comp
 	var req AgentReport
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
-	if err := checkName("machine", req.Name); err != nil {
+	m, err := s.reportMachine(r.Context(), req)
+	if err != nil {
 		return nil, err
 	}
+	return m, nil
+}
+
+// reportMachine takes the calling agent's report of its machine and
+// returns the machine as the server holds it after.
+func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Machine, error) {
+	agent := principalOf(ctx).comp
+	if err := checkName("machine", req.Name); err != nil {
+		return control.Machine{}, err
+	}
 	if !validName.MatchString(req.ID) {
-		return nil, errorf(http.StatusBadRequest, "machine id %q: want the agent's machine ID", req.ID)
+		return control.Machine{}, errorf(http.StatusBadRequest, "machine id %q: want the agent's machine ID", req.ID)
 	}
 	if len(req.Disks) == 0 || len(req.Disks) > 64 {
-		return nil, errorf(http.StatusBadRequest, "a machine reports 1 to 64 disks, not %d", len(req.Disks))
+		return control.Machine{}, errorf(http.StatusBadRequest, "a machine reports 1 to 64 disks, not %d", len(req.Disks))
 	}
 	for _, d := range req.Disks {
 		if d.Name == "" || d.Size <= 0 {
-			return nil, errorf(http.StatusBadRequest, "disk %q of size %d: want a name and a positive size", d.Name, d.Size)
+			return control.Machine{}, errorf(http.StatusBadRequest, "disk %q of size %d: want a name and a positive size", d.Name, d.Size)
 		}
 	}
-	ctx := r.Context()
 	req.Replication.ReportedAt = s.now()
 	for attempt := 0; ; attempt++ {
 		m, err := s.o.Store.GetMachine(ctx, req.ID)
@@ -88,13 +101,13 @@ func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error
 			if errors.Is(err, store.ErrExists) && attempt < 3 {
 				continue // created meanwhile, or the name is taken: look again
 			}
-			return nil, err
+			return control.Machine{}, err
 		}
 		if err != nil {
-			return nil, err
+			return control.Machine{}, err
 		}
 		if m.Agent != agent.ID {
-			return nil, errorf(http.StatusConflict, "machine %s (%s) is reported by agent %s, not this one (%s)", m.Name, m.ID, m.Agent, agent.ID)
+			return control.Machine{}, errorf(http.StatusConflict, "machine %s (%s) is reported by agent %s, not this one (%s)", m.Name, m.ID, m.Agent, agent.ID)
 		}
 		m.Disks, m.Replication, m.Name, m.UpdatedAt = req.Disks, req.Replication, req.Name, s.now()
 		// What the agent does moves the protection state on.
@@ -108,7 +121,7 @@ func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return control.Machine{}, err
 		}
 		if m.State != before {
 			s.audit(ctx, "machine.state", "machine/"+m.Name, nil, fmt.Sprintf("%s -> %s (agent %s)", before, m.State, req.Replication.State))
@@ -125,24 +138,30 @@ type PointsReport struct {
 }
 
 func (s *Server) targetPoints(w http.ResponseWriter, r *http.Request) (any, error) {
-	target := principalOf(r.Context()).comp
 	var req PointsReport
 	if err := decode(w, r, &req); err != nil {
 		return nil, err
 	}
-	m, err := s.o.Store.GetMachine(r.Context(), req.Machine)
+	return nil, s.reportPoints(r.Context(), req)
+}
+
+// reportPoints replaces the catalogue of a machine replicated to the
+// calling master target.
+func (s *Server) reportPoints(ctx context.Context, req PointsReport) error {
+	target := principalOf(ctx).comp
+	m, err := s.o.Store.GetMachine(ctx, req.Machine)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if m.Target != target.ID {
-		return nil, errorf(http.StatusConflict, "machine %s is not replicated to this master target (%s)", m.Name, target.ID)
+		return errorf(http.StatusConflict, "machine %s is not replicated to this master target (%s)", m.Name, target.ID)
 	}
 	if len(req.Points) > 100000 {
-		return nil, errorf(http.StatusBadRequest, "%d points: at most 100000", len(req.Points))
+		return errorf(http.StatusBadRequest, "%d points: at most 100000", len(req.Points))
 	}
 	for i := range req.Points {
 		req.Points[i].Machine = m.ID
 	}
 	slices.SortFunc(req.Points, func(a, b control.RecoveryPoint) int { return b.Time.Compare(a.Time) })
-	return nil, s.o.Store.ReplacePoints(r.Context(), m.ID, req.Points)
+	return s.o.Store.ReplacePoints(ctx, m.ID, req.Points)
 }

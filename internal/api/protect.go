@@ -307,11 +307,22 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) (any, erro
 		}
 		wait = d
 	}
+	d, err := s.awaitDesired(r.Context(), comp, have, wait)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// awaitDesired returns comp's desired state at once when it differs from
+// have (or have is ""), else when it changes or wait passes: the long
+// poll of GET /v1/desired and each round of the gRPC WatchDesired.
+func (s *Server) awaitDesired(ctx context.Context, comp *Identity, have string, wait time.Duration) (Desired, error) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
 		changed := s.desired.wait() // before computing: no change is missed
-		d, err := s.desiredFor(r.Context(), comp.Role, comp.ID)
+		d, err := s.desiredFor(ctx, comp.Role, comp.ID)
 		if err != nil || have == "" || d.Version != have {
 			return d, err
 		}
@@ -319,8 +330,8 @@ func (s *Server) desiredState(w http.ResponseWriter, r *http.Request) (any, erro
 		case <-changed:
 		case <-deadline.C:
 			return d, nil
-		case <-r.Context().Done():
-			return nil, r.Context().Err()
+		case <-ctx.Done():
+			return Desired{}, ctx.Err()
 		}
 	}
 }

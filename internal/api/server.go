@@ -1,9 +1,11 @@
-// Package api is the configuration server's HTTP/JSON surface: the API
-// users call (the CLI, the console; API tokens with roles admin, operator
-// and viewer) and the calls components make (agents, process servers and
-// master targets; mutual TLS, identified by their certificates). Every
-// change is recorded in the audit log. The OpenAPI document of the user
-// API is served at /v1/openapi.json.
+// Package api is the configuration server's HTTP/JSON and gRPC surface:
+// the API users call (HTTP/JSON: the CLI, the console; API tokens with
+// roles admin, operator and viewer) and the calls components make
+// (agents, process servers and master targets; mutual TLS, identified by
+// their certificates): the gRPC service of package componentpb, and the
+// same calls as HTTP/JSON endpoints. Both are served by one handler on
+// one listener. Every change is recorded in the audit log. The OpenAPI
+// document of the HTTP API is served at /v1/openapi.json.
 package api
 
 import (
@@ -13,6 +15,8 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/store"
@@ -51,8 +55,10 @@ type Server struct {
 	mux *http.ServeMux
 	// patterns lists the routes, for the OpenAPI document's test.
 	patterns []string
-	// desired wakes desired-state long polls.
+	// desired wakes desired-state long polls and watches.
 	desired notifier
+	// grpc serves the components' calls (grpc.go).
+	grpc *grpc.Server
 }
 
 // handlerFunc is an API handler: it returns the response body (written
@@ -78,11 +84,9 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{o: o, mux: http.NewServeMux()}
 	s.routes()
+	s.grpc = s.newGRPC()
 	return s, nil
 }
-
-// Handler is the API's http.Handler.
-func (s *Server) Handler() http.Handler { return s.mux }
 
 func (s *Server) now() time.Time { return s.o.Now().UTC() }
 

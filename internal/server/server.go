@@ -243,6 +243,9 @@ func (s *Server) TLSConfig() *tls.Config {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.api.Handler(), TLSConfig: s.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.o.Log.Handler(), slog.LevelDebug)}
+	// The components' gRPC calls come on this listener too (api.Handler
+	// routes them); their desired-state watches would hold Shutdown up.
+	hs.RegisterOnShutdown(s.api.StopStreams)
 	// Jobs a previous run left running go on (or fail cleanly) first.
 	if n, err := s.jobs.Resume(ctx); err != nil {
 		return fmt.Errorf("resume jobs: %w", err)
