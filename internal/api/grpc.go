@@ -185,33 +185,53 @@ func (c componentService) ReportPoints(ctx context.Context, req *pb.ReportPoints
 }
 
 // WatchDesired sends the caller's desired state when it differs from
-// what the caller has, for as long as the caller listens. Each round
-// waits at most MaxWait and then checks the caller again (revoked since
-// the call began: the stream ends with PermissionDenied), as a long poll
-// would be checked at each call.
+// what the caller has, for as long as the caller listens. The caller is
+// checked again after each round (at most MaxWait, or until a server is
+// revoked), as a long poll is at each call: a revoked caller's stream
+// ends with PermissionDenied.
 func (c componentService) WatchDesired(req *pb.WatchDesiredRequest, stream grpc.ServerStreamingServer[pb.Desired]) error {
 	ctx := stream.Context()
+	r, _ := ctx.Value(requestKey{}).(*http.Request) // authRPC checked it is there
 	comp := principalOf(ctx).comp
 	have := req.GetHave()
 	if len(have) > 64 {
 		return errorf(http.StatusBadRequest, "have: %d characters; want the version of a desired state", len(have))
 	}
 	for {
-		d, err := c.s.awaitDesired(ctx, comp, have, MaxWait)
-		if err != nil {
+		d, err := c.s.watchRound(ctx, comp, have)
+		switch {
+		case err == nil:
+			if have == "" || d.Version != have {
+				if err := stream.Send(DesiredToPB(d)); err != nil {
+					return err
+				}
+				have = d.Version
+			}
+		case errors.Is(err, context.Canceled) && ctx.Err() == nil:
+			// A server was revoked: perhaps the caller.
+		default:
 			return err
 		}
-		if have == "" || d.Version != have {
-			if err := stream.Send(DesiredToPB(d)); err != nil {
-				return err
-			}
-			have = d.Version
-		}
-		r, _ := ctx.Value(requestKey{}).(*http.Request)
 		if _, err := c.s.authComponent(r.WithContext(ctx), components); err != nil {
 			return fmt.Errorf("desired state: %w", err)
 		}
 	}
+}
+
+// watchRound is awaitDesired for up to MaxWait, cut short (an error) when
+// a server is revoked.
+func (s *Server) watchRound(ctx context.Context, comp *Identity, have string) (Desired, error) {
+	revoked := s.revoked.wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-revoked:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return s.awaitDesired(ctx, comp, have, MaxWait)
 }
 
 // DesiredToPB maps a desired state to its message.

@@ -82,6 +82,7 @@ func (s *Server) revokeServer(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
+	s.revoked.notify() // its desired-state watches end now, not at their next round
 	return srv, nil
 }
 

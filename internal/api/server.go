@@ -57,6 +57,8 @@ type Server struct {
 	patterns []string
 	// desired wakes desired-state long polls and watches.
 	desired notifier
+	// revoked wakes desired-state watches when a server is revoked.
+	revoked notifier
 	// grpc serves the components' calls (grpc.go).
 	grpc *grpc.Server
 }
