@@ -111,7 +111,7 @@ func openAPIDoc(version string) map[string]any {
 	g.defs["Error"] = map[string]any{"type": "object", "properties": map[string]any{"error": map[string]any{"type": "string"}}, "required": []string{"error"}}
 	return map[string]any{
 		"openapi": "3.0.3",
-		"info":    map[string]any{"title": "Standby configuration server", "version": version, "description": "Users send Authorization: Bearer TOKEN (roles admin > operator > viewer); components authenticate with the client certificate the server's CA issued at join. Request bodies are JSON objects; unknown fields are refused."},
+		"info":    map[string]any{"title": "Standby configuration server", "version": version, "description": "Users send Authorization: Bearer TOKEN (roles admin > operator > viewer); components authenticate with the client certificate the server's CA issued at join (the roles make these calls over gRPC on the same listener: service standby.control.v1.Components, the same calls as the component endpoints here). Request bodies are JSON objects; unknown fields are refused."},
 		"paths":   paths,
 		"components": map[string]any{
 			"schemas": g.defs,
