@@ -264,3 +264,26 @@ func TestGRPCWatchDesiredWakesOnProtect(t *testing.T) {
 }
 
 func jsonOf(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// Stopping the server ends the watches at once: they do not hold the
+// shutdown up, and the components see the stream break (and reconnect
+// to the next server).
+func TestGRPCShutdownEndsWatches(t *testing.T) {
+	d := startServer(t)
+	agent := d.join(control.RoleAgent, "host1", "")
+	watch, err := agent.rpc().WatchDesired(context.Background(), &pb.WatchDesiredRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	d.stop()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the server took %s to stop with a watch open", took)
+	}
+	if _, err := watch.Recv(); status.Code(err) == codes.OK {
+		t.Errorf("the watch goes on after the server stopped")
+	}
+}

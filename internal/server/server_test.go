@@ -49,6 +49,8 @@ type deployment struct {
 	dir   string
 	admin *client.Client
 	clock *clock
+	// stop stops the server (and is done at cleanup if the test did not).
+	stop func()
 }
 
 func startServer(t *testing.T, mod ...func(*Config)) *deployment {
@@ -71,16 +73,20 @@ func startServer(t *testing.T, mod ...func(*Config)) *deployment {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		s.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			s.Close()
+		})
+	}
+	t.Cleanup(stop)
 	tok, err := os.ReadFile(filepath.Join(dir, adminToken))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deployment{t: t, s: s, url: "https://" + ln.Addr().String(), dir: dir, clock: ck}
+	d := &deployment{t: t, s: s, url: "https://" + ln.Addr().String(), dir: dir, clock: ck, stop: stop}
 	d.admin = d.user(strings.TrimSpace(string(tok)))
 	return d
 }
