@@ -225,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(ctlDone)
 		if a.ctl != nil {
 			a.ctl.run(loopCtx)
+			a.ctl.comp.Close() // its connection to the configuration server
 		}
 	}()
 	a.log.Info("agent serving", "disks", len(a.cfg.Disks), "listeners", a.Addrs(), "state", a.machine.Stats().State)

@@ -144,6 +144,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	stop()
 	wg.Wait()
+	for _, c := range comps {
+		c.Close()
+	}
 	if len(lat) == 0 {
 		return res, errors.New("controlsim: no API call succeeded")
 	}

@@ -284,6 +284,9 @@ func (s *Server) handle(nc net.Conn) {
 func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
+	if s.mgd != nil {
+		return s.mgd.comp.Close() // its connection to the configuration server
+	}
 	return nil
 }
 

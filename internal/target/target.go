@@ -371,6 +371,9 @@ func (t *Target) Close() error {
 	t.cancel()
 	t.wg.Wait()
 	var errs []error
+	if t.mgd != nil {
+		errs = append(errs, t.mgd.comp.Close()) // its connection to the configuration server
+	}
 	for _, m := range t.machines {
 		errs = append(errs, m.rep.Close())
 	}
