@@ -2,8 +2,11 @@
 # bench-control: one configuration server (`standby server`, SQLite, its own
 # process) under BENCH_AGENTS simulated agents (`standby simulate agents`:
 # each joins with its own token and certificate, then heartbeats and reports
-# its machine every BENCH_INTERVAL over its own mutual-TLS connection) while
-# API readers list and get machines and servers and time every call.
+# its machine every BENCH_INTERVAL over its own mutual-TLS gRPC connection)
+# while BENCH_READERS API readers list and get machines and servers, each
+# pausing BENCH_READER_PAUSE between calls (operators and consoles: about 40
+# calls a second in all by default, half of them lists of every machine),
+# and time every call. The simulator runs on the same 2 cores as the server.
 #
 # Output: human-readable lines, then
 #   BENCH control agents=N api_p99_ms=<list and get calls, p99> server_rss_mib=<largest VmRSS> server_cpu=<cores>
@@ -15,6 +18,7 @@
 #   BENCH_INTERVAL   between two heartbeats (and reports) of one agent [1s]
 #   BENCH_SECONDS    measured phase [60]
 #   BENCH_READERS    concurrent API readers [4]
+#   BENCH_READER_PAUSE  each reader's pause between two calls [100ms]
 #   BENCH_DIR        parent of the scratch directory [/var/tmp]
 #   BENCH_KEEP       1 keeps the scratch directory [0]
 #   STANDBY_BIN      the standby binary [bin/standby, built if missing]
@@ -25,6 +29,7 @@ AGENTS=${BENCH_AGENTS:-1000}
 INTERVAL=${BENCH_INTERVAL:-1s}
 SECONDS_=${BENCH_SECONDS:-60}
 READERS=${BENCH_READERS:-4}
+PAUSE=${BENCH_READER_PAUSE:-100ms}
 PARENT=${BENCH_DIR:-/var/tmp}
 KEEP=${BENCH_KEEP:-0}
 STANDBY=${STANDBY_BIN:-bin/standby}
@@ -78,10 +83,10 @@ SH
 bash "$WORK/sample.sh" "$SERVER_PID" "$WORK/sim.log" "$WORK/sample" &
 SAMPLER_PID=$!
 
-say "simulating $AGENTS agents (every $INTERVAL), then ${SECONDS_}s measured with $READERS API readers"
+say "simulating $AGENTS agents (every $INTERVAL), then ${SECONDS_}s measured with $READERS API readers (pause $PAUSE)"
 "$STANDBY" simulate agents --server "https://127.0.0.1:$PORT" --token "$(cat "$WORK/server/admin.token")" \
   --ca "$WORK/server/ca.crt" --dir "$WORK/agents" --agents "$AGENTS" --interval "$INTERVAL" \
-  --duration "${SECONDS_}s" --readers "$READERS" -o json >"$WORK/sim.log.out" 2>"$WORK/sim.log" ||
+  --duration "${SECONDS_}s" --readers "$READERS" --reader-pause "$PAUSE" -o json >"$WORK/sim.log.out" 2>"$WORK/sim.log" ||
   { tail -20 "$WORK/sim.log" >&2; die "the simulation failed"; }
 sleep 0.6
 read -r rss_kib cpu <"$WORK/sample" || die "no sample of the server"

@@ -25,6 +25,7 @@ func newSimulateAgentsCommand() command {
 			interval := fs.Duration("interval", time.Second, "between two heartbeats (and reports) of one agent")
 			duration := fs.Duration("duration", 60*time.Second, "of the measured phase, after every agent has reported once")
 			readers := fs.Int("readers", 4, "concurrent API readers (list and get calls, timed)")
+			pause := fs.Duration("reader-pause", 100*time.Millisecond, "each reader's pause between two calls")
 			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
@@ -39,7 +40,7 @@ func newSimulateAgentsCommand() command {
 			}
 			abs, _ := filepath.Abs(*dir)
 			res, err := controlsim.Run(ctx, controlsim.Options{Server: *af.server, AdminToken: strings.TrimSpace(*af.token), CAFile: *af.ca, Dir: abs,
-				Agents: *agents, Interval: *interval, Duration: *duration, Readers: *readers, Log: e.logger("info")})
+				Agents: *agents, Interval: *interval, Duration: *duration, Readers: *readers, ReaderPause: *pause, Log: e.logger("info")})
 			if err != nil {
 				return err
 			}

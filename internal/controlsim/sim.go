@@ -26,14 +26,17 @@ import (
 
 // Options of a simulation.
 type Options struct {
-	Server      string // https://HOST:PORT
-	AdminToken  string
-	CAFile      string // the server's ca.crt
-	Dir         string // where the simulated agents' join directories go
-	Agents      int
-	Interval    time.Duration // between two heartbeats (and reports) of one agent
-	Duration    time.Duration // of the measured phase, after every agent has reported once
-	Readers     int           // concurrent API readers
+	Server     string // https://HOST:PORT
+	AdminToken string
+	CAFile     string // the server's ca.crt
+	Dir        string // where the simulated agents' join directories go
+	Agents     int
+	Interval   time.Duration // between two heartbeats (and reports) of one agent
+	Duration   time.Duration // of the measured phase, after every agent has reported once
+	Readers    int           // concurrent API readers
+	// ReaderPause is each reader's pause between two calls (operators and
+	// consoles, not a load generator of their own); 0: none.
+	ReaderPause time.Duration
 	JoinWorkers int
 	Log         *slog.Logger
 }
@@ -256,6 +259,12 @@ func measure(ctx context.Context, o Options, admin *client.Client, comps []*clie
 				mu.Lock()
 				lat = append(lat, d.Nanoseconds())
 				mu.Unlock()
+				if o.ReaderPause > 0 {
+					select {
+					case <-mctx.Done():
+					case <-time.After(o.ReaderPause):
+					}
+				}
 			}
 		}()
 	}
