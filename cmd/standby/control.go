@@ -16,7 +16,17 @@ import (
 // server's API (internal/api). Each prints the API's JSON with -o json.
 
 func controlCommands() []command {
-	cmds := []apiCommand{
+	cmds := apiCommands()
+	out := make([]command, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.command()
+	}
+	return out
+}
+
+// apiCommands are the commands that make one API call each.
+func apiCommands() []apiCommand {
+	return []apiCommand{
 		{name: "machines list", short: "list machines the agents reported, protected or not", usage: "[--group NAME] [-o json]",
 			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				g := fs.String("group", "", "only the machines of this protection group")
@@ -103,6 +113,30 @@ func controlCommands() []command {
 				return err
 			}},
 		{name: "users list", short: "list API users", usage: "[-o json]", method: "GET", path: fixed("/v1/users"), text: printUsers},
+		{name: "sites list", short: "list sites", usage: "[-o json]", method: "GET", path: fixed("/v1/sites"), text: printSites},
+		{name: "sites create", short: "create a site", usage: "NAME [-o json]", nargs: 1,
+			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
+				return func(args []string) (url.Values, any, error) { return nil, map[string]string{"name": args[0]}, nil }
+			},
+			method: "POST", path: fixed("/v1/sites"), text: printSites},
+		{name: "servers show", short: "one registered server", usage: "ID [-o json]", nargs: 1,
+			method: "GET", path: func(a []string) string { return "/v1/servers/" + esc(a[0]) }, text: printServers},
+		{name: "groups show", short: "one protection group and its policy", usage: "NAME [-o json]", nargs: 1,
+			method: "GET", path: func(a []string) string { return "/v1/groups/" + esc(a[0]) }, text: printGroup},
+		{name: "token list", short: "list join tokens (not their secrets): role, expiry, used by", usage: "[-o json]",
+			method: "GET", path: fixed("/v1/tokens"), text: printTokens},
+		{name: "info", short: "the configuration server's version, your user and role", usage: "[-o json]",
+			method: "GET", path: fixed("/v1/info"), text: func(w io.Writer, raw json.RawMessage) error {
+				var i struct {
+					Version, User, Role string
+					Schema              int
+				}
+				if err := json.Unmarshal(raw, &i); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(w, "server %s (schema %d); you are %s, %s\n", i.Version, i.Schema, i.User, i.Role)
+				return err
+			}},
 		{name: "jobs list", short: "list jobs, newest first", usage: "[--unfinished] [-o json]",
 			flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
 				u := fs.Bool("unfinished", false, "only jobs still queued or running")
@@ -135,12 +169,8 @@ func controlCommands() []command {
 				}
 			},
 			method: "GET", path: fixed("/v1/audit"), text: printAudit},
+		unprotectCommand, jobsCancelCommand,
 	}
-	out := make([]command, len(cmds))
-	for i, c := range cmds {
-		out[i] = c.command()
-	}
-	return out
 }
 
 func groupFlags(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
@@ -240,7 +270,11 @@ func printGroup(w io.Writer, raw json.RawMessage) error {
 func printServers(w io.Writer, raw json.RawMessage) error {
 	var ss []control.Server
 	if err := json.Unmarshal(raw, &ss); err != nil {
-		return err
+		var one control.Server
+		if err := json.Unmarshal(raw, &one); err != nil {
+			return err
+		}
+		ss = []control.Server{one}
 	}
 	rows := make([][]string, 0, len(ss))
 	for _, s := range ss {
@@ -299,4 +333,37 @@ func printAudit(w io.Writer, raw json.RawMessage) error {
 		rows = append(rows, []string{e.At.Local().Format(time.RFC3339), e.Actor, e.Action, e.Object, e.Result})
 	}
 	return table(w, "WHEN WHO ACTION OBJECT RESULT", rows)
+}
+
+// printSites prints a list of sites, or one.
+func printSites(w io.Writer, raw json.RawMessage) error {
+	var ss []control.Site
+	if err := json.Unmarshal(raw, &ss); err != nil {
+		var one control.Site
+		if err := json.Unmarshal(raw, &one); err != nil {
+			return err
+		}
+		ss = []control.Site{one}
+	}
+	rows := make([][]string, 0, len(ss))
+	for _, s := range ss {
+		rows = append(rows, []string{s.Name, s.ID, s.CreatedAt.Local().Format(time.RFC3339)})
+	}
+	return table(w, "NAME ID CREATED", rows)
+}
+
+func printTokens(w io.Writer, raw json.RawMessage) error {
+	var ts []control.JoinToken
+	if err := json.Unmarshal(raw, &ts); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(ts))
+	for _, t := range ts {
+		used := "-"
+		if !t.UsedAt.IsZero() {
+			used = t.UsedBy + " " + ago(t.UsedAt)
+		}
+		rows = append(rows, []string{t.ID, string(t.Role), t.ExpiresAt.Local().Format(time.RFC3339), used, t.CreatedBy})
+	}
+	return table(w, "ID ROLE EXPIRES USED CREATED-BY", rows)
 }

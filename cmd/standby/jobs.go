@@ -19,7 +19,7 @@ import (
 // bar), jobs cancel.
 
 func jobCommands() []command {
-	return []command{newProtectCommand(), newUnprotectCommand(), newJobsShowCommand(), newJobsCancelCommand()}
+	return []command{newProtectCommand(), newJobsShowCommand()}
 }
 
 func newProtectCommand() command {
@@ -63,14 +63,12 @@ func newProtectCommand() command {
 		}}
 }
 
-func newUnprotectCommand() command {
-	return apiCommand{name: "machines unprotect", short: "disable protection of a machine (the replica is kept unless --delete-replica)", usage: "NAME [--delete-replica] [-o json]", nargs: 1,
-		flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
-			del := fs.Bool("delete-replica", false, "also delete the replica and its recovery points at the master target")
-			return func(args []string) (url.Values, any, error) { return nil, map[string]bool{"delete_replica": *del}, nil }
-		},
-		method: "POST", path: func(a []string) string { return "/v1/machines/" + esc(a[0]) + "/unprotect" }, text: printMachine}.command()
-}
+var unprotectCommand = apiCommand{name: "machines unprotect", short: "disable protection of a machine (the replica is kept unless --delete-replica)", usage: "NAME [--delete-replica] [-o json]", nargs: 1,
+	flags: func(fs *flag.FlagSet) func(args []string) (url.Values, any, error) {
+		del := fs.Bool("delete-replica", false, "also delete the replica and its recovery points at the master target")
+		return func(args []string) (url.Values, any, error) { return nil, map[string]bool{"delete_replica": *del}, nil }
+	},
+	method: "POST", path: func(a []string) string { return "/v1/machines/" + esc(a[0]) + "/unprotect" }, text: printMachine}
 
 func newJobsShowCommand() command {
 	const name = "jobs show"
@@ -109,18 +107,16 @@ func newJobsShowCommand() command {
 		}}
 }
 
-func newJobsCancelCommand() command {
-	return apiCommand{name: "jobs cancel", short: "cancel a queued or running job", usage: "ID [-o json]", nargs: 1,
-		method: "POST", path: func(a []string) string { return "/v1/jobs/" + esc(a[0]) + "/cancel" },
-		text: func(w io.Writer, raw json.RawMessage) error {
-			var j control.Job
-			if err := json.Unmarshal(raw, &j); err != nil {
-				return err
-			}
-			printJob(w, j)
-			return nil
-		}}.command()
-}
+var jobsCancelCommand = apiCommand{name: "jobs cancel", short: "cancel a queued or running job", usage: "ID [-o json]", nargs: 1,
+	method: "POST", path: func(a []string) string { return "/v1/jobs/" + esc(a[0]) + "/cancel" },
+	text: func(w io.Writer, raw json.RawMessage) error {
+		var j control.Job
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return err
+		}
+		printJob(w, j)
+		return nil
+	}}
 
 // followJob polls a job until it ends, drawing a progress bar on a
 // terminal-like output (text) or printing the final job (json). A job

@@ -210,3 +210,20 @@ func schemaName(t reflect.Type) string {
 	}
 	return strings.ToUpper(pkg[:1]) + pkg[1:] + strings.ToUpper(n[:1]) + n[1:]
 }
+
+// Route is one route of the API as the OpenAPI document describes it.
+type Route struct {
+	Method, Path string
+	// Auth is the user role it needs (viewer, operator, admin),
+	// "component:ROLES", "none" or "join token".
+	Auth string
+}
+
+// Routes lists the API's routes (for the CLI's coverage test).
+func Routes() []Route {
+	out := make([]Route, len(endpoints))
+	for i, e := range endpoints {
+		out[i] = Route{Method: e.method, Path: e.path, Auth: e.auth}
+	}
+	return out
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/standby-dr/standby/internal/api"
+)
+
+// Every user operation of the API has a CLI command.
+func TestCLICoversTheUserAPI(t *testing.T) {
+	covered := map[string]string{
+		"POST /v1/machines/{name}/protect": "machines protect", // follows the job with --wait
+		"GET /v1/jobs/{id}":                "jobs show",        // --wait with a progress bar
+		"GET /v1/openapi.json":             "(a document, not an operation)",
+	}
+	param := regexp.MustCompile(`\{[a-z]+\}`)
+	for _, c := range apiCommands() {
+		args := make([]string, c.nargs)
+		for i := range args {
+			args[i] = "X"
+		}
+		path, _, _ := strings.Cut(c.path(args), "?")
+		for _, e := range api.Routes() {
+			if e.Method == c.method && param.ReplaceAllString(e.Path, "X") == path {
+				covered[e.Method+" "+e.Path] = c.name
+			}
+		}
+	}
+	for _, e := range api.Routes() {
+		switch e.Auth {
+		case "viewer", "operator", "admin":
+		default:
+			continue // components and joiners are not users
+		}
+		if covered[e.Method+" "+e.Path] == "" {
+			t.Errorf("no CLI command for %s %s", e.Method, e.Path)
+		}
+	}
+}
