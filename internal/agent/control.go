@@ -96,6 +96,10 @@ type controller struct {
 	log   *slog.Logger
 	path  string // the last desired state, for restarts
 
+	// revoked is the deployment's revocation list, fetched every minute;
+	// empty until the first fetch, so shipping never waits for the server.
+	revoked trust.RevocationSet
+
 	mu       sync.Mutex
 	st       ControlStatus
 	desired  *api.DesiredMachine // this machine's entry; nil: not protected
@@ -138,7 +142,7 @@ func (c *controller) run(ctx context.Context) {
 	renew := func(ctx context.Context) {
 		(&trust.Renewer{Dir: c.cfg.Identity, ServerURL: c.cfg.Server, Log: c.log}).Run(ctx)
 	}
-	for _, loop := range []func(context.Context){c.reportLoop, c.desiredLoop, c.bookmarkLoop, renew} {
+	for _, loop := range []func(context.Context){c.reportLoop, c.desiredLoop, c.bookmarkLoop, renew, c.revocationLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
 	}
@@ -319,7 +323,7 @@ func (c *controller) desiredLoop(ctx context.Context) {
 func (c *controller) apply(d *api.DesiredMachine, save bool) {
 	var p *peer
 	if d != nil && d.Process != nil && d.Process.Address != "" {
-		p = managedPeer(d.Process.Address, d.Process.ID, c.cfg.Identity)
+		p = managedPeer(d.Process.Address, d.Process.ID, c.cfg.Identity, &c.revoked)
 	}
 	c.mu.Lock()
 	was := c.desired
@@ -443,4 +447,31 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "devel"
+}
+
+// revocationLoop fetches the revoked servers every minute (every 5 s
+// while the fetch fails), so that the agent refuses a revoked process
+// server's certificate.
+func (c *controller) revocationLoop(ctx context.Context) {
+	for {
+		wait := time.Minute
+		l, err := trust.Load(c.cfg.Identity)
+		if err == nil {
+			var rv *trust.Revocations
+			if rv, err = trust.FetchRevocations(ctx, l, c.cfg.Server); err == nil {
+				c.revoked.Set(rv)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait = 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }

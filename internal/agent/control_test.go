@@ -35,6 +35,8 @@ type managed struct {
 	admin      *client.Client
 	stopServer func()
 	processID  string
+	processAt  string // the process server's address
+	agentDir   string // the agent's join directory
 	agent      *testAgent
 }
 
@@ -94,7 +96,7 @@ func startManaged(t *testing.T) *managed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.processID = local.Identity.ID
+	m.processID, m.processAt = local.Identity.ID, pl.Addr().String()
 	ps, err := process.New(process.Options{CacheDir: t.TempDir(), Quota: 256 << 20, Target: tl.Addr().String(), Logger: log.With("role", "process")})
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +108,7 @@ func startManaged(t *testing.T) *managed {
 
 	// The agent, joined and managed.
 	adir := t.TempDir()
+	m.agentDir = adir
 	if _, err := trust.Join(context.Background(), trust.JoinOptions{ServerURL: m.url, Token: m.token(control.RoleAgent), Role: control.RoleAgent, Name: "host1", Dir: adir}); err != nil {
 		t.Fatal(err)
 	}
@@ -331,4 +334,31 @@ func (m *managed) restartAgent() {
 	var ctx context.Context
 	ctx, ta.cancel = context.WithCancel(context.Background())
 	go func() { ta.done <- a.Run(ctx) }()
+}
+
+// The agent refuses a process server the configuration server revoked:
+// its TLS check consults the revocation list it fetches.
+func TestManagedPeerRefusesRevoked(t *testing.T) {
+	m := startManaged(t)
+	var set trust.RevocationSet
+	p := managedPeer(m.processAt, m.processID, m.agentDir, &set)
+	dial := func() error {
+		tc, err := p.tls()
+		if err != nil {
+			return err
+		}
+		c, err := tls.Dial("tcp", m.processAt, tc)
+		if err == nil {
+			err = c.Handshake()
+			c.Close()
+		}
+		return err
+	}
+	if err := dial(); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	set.Set(trust.RevokedList{At: time.Now(), Servers: []trust.RevokedServer{{Role: control.RoleProcess, ID: m.processID}}}.Revocations())
+	if err := dial(); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("a revoked process server: %v, want a refusal saying revoked", err)
+	}
 }

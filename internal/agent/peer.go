@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -36,14 +37,16 @@ func staticPeer(r *ReplicationConfig) (*peer, error) {
 // managedPeer is a process server the configuration server named: the
 // agent presents the identity joined into dir, and accepts only a
 // certificate of the deployment's CA naming process server id (not a
-// host name: addresses change, identities do not).
-func managedPeer(addr, id, dir string) *peer {
+// host name: addresses change, identities do not) that the server has
+// not revoked.
+func managedPeer(addr, id, dir string, revoked *trust.RevocationSet) *peer {
 	return &peer{addr: addr, id: id, tls: func() (*tls.Config, error) {
 		l, err := trust.Load(dir)
 		if err != nil {
 			return nil, err
 		}
-		return trust.ClientTLS(l.Roots, l.Cert, trust.Identity{Role: control.RoleProcess, ID: id}), nil
+		v := &trust.Verifier{Roots: l.Roots, Roles: []control.Role{control.RoleProcess}, ID: id, Usage: x509.ExtKeyUsageServerAuth, Revoked: revoked.Revoked}
+		return v.ClientConfig(l.Cert), nil
 	}}
 }
 
