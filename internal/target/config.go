@@ -29,8 +29,10 @@ type Config struct {
 	// PruneInterval is how often retention runs (1s..1h).
 	PruneInterval string `yaml:"prune_interval"`
 	// Status is an optional HTTP listener for /status, points and /metrics.
-	Status   string `yaml:"status,omitempty"`
-	LogLevel string `yaml:"log_level"`
+	Status string `yaml:"status,omitempty"`
+	// Exports, when set, serves recovery points over NBD (export_config.go).
+	Exports  *ExportsConfig `yaml:"exports,omitempty"`
+	LogLevel string         `yaml:"log_level"`
 }
 
 // RetentionConfig is retention.Policy with durations as text.
@@ -98,6 +100,7 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.PruneInterval); err != nil || d < time.Second || d > time.Hour {
 		bad("prune_interval: %q is not a duration in 1s..1h", c.PruneInterval)
 	}
+	errs = append(errs, c.Exports.validate()...)
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
@@ -109,7 +112,7 @@ func (c *Config) Options() (Options, error) {
 	if err := c.Validate(); err != nil {
 		return Options{}, fmt.Errorf("master target configuration:\n%w", err)
 	}
-	o := Options{DataDir: c.DataDir}
+	o := Options{DataDir: c.DataDir, Exports: c.Exports.options()}
 	o.Retention, _ = c.Retention.Policy()
 	o.PruneInterval, _ = time.ParseDuration(c.PruneInterval)
 	if c.Control != nil {

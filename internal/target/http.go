@@ -14,8 +14,8 @@ import (
 	"github.com/standby-dr/standby/internal/metrics"
 )
 
-// Handler serves GET /status (JSON), GET /machines/{machine}/points and
-// GET /metrics (Prometheus).
+// Handler serves GET /status (JSON), GET /machines/{machine}/points,
+// the exports (export_http.go) and GET /metrics (Prometheus).
 func (t *Target) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -31,6 +31,7 @@ func (t *Target) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /machines/{machine}/points/{point}/blockmap", t.serveBlockMap)
 	mux.HandleFunc("GET /machines/{machine}/points/{point}/disks/{disk}", t.serveDisk)
+	t.mountExports(mux)
 	mux.Handle("GET /metrics", metrics.Handler(t.writeMetrics))
 	return mux
 }

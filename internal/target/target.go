@@ -37,6 +37,9 @@ type Options struct {
 	// the joined identity instead of TLS, and the target heartbeats and
 	// reports recovery points to the configuration server.
 	Control *Control
+	// Exports is the NBD listener of exports of recovery points
+	// (export.go); exports are off without one.
+	Exports ExportsOptions
 }
 
 // Target is a running master target.
@@ -44,6 +47,8 @@ type Target struct {
 	o   Options
 	log *slog.Logger
 	mgd *managed // nil unless managed
+	// front serves the exports (export_nbd.go); nil when they are off.
+	front *front
 
 	mu       sync.Mutex
 	machines map[string]*machine
@@ -118,6 +123,12 @@ func New(ctx context.Context, o Options) (*Target, error) {
 			t.Close()
 			return nil, err
 		}
+	}
+	// Exports left by the last run pin their points again before the
+	// first prune.
+	if err := t.startExports(ctx); err != nil {
+		t.Close()
+		return nil, err
 	}
 	t.wg.Add(2)
 	go t.pruneLoop()
@@ -373,6 +384,9 @@ func (t *Target) Close() error {
 	var errs []error
 	if t.mgd != nil {
 		errs = append(errs, t.mgd.comp.Close()) // its connection to the configuration server
+	}
+	if t.front != nil {
+		errs = append(errs, t.front.close()) // before the replicas its views read
 	}
 	for _, m := range t.machines {
 		errs = append(errs, m.rep.Close())
