@@ -316,8 +316,8 @@ func (b *tracked) Extents(ctx context.Context, off, length int64) ([]nbd.Extent,
 // names no export learns it must.
 type emptyBackend struct{}
 
-func (emptyBackend) Size() int64                                   { return 0 }
-func (emptyBackend) ReadAt(context.Context, []byte, int64) error   { return errEmpty }
+func (emptyBackend) Size() int64                                 { return 0 }
+func (emptyBackend) ReadAt(context.Context, []byte, int64) error { return errEmpty }
 func (emptyBackend) WriteAt(context.Context, []byte, int64, bool) error {
 	return errEmpty
 }
