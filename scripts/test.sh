@@ -26,6 +26,11 @@ need losetup mount
 # PostgreSQL's server binaries are not on PATH on Debian; the store tests
 # start their own cluster from them (internal/store/postgres/pgtest).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
+# The qemu machine driver's tests boot a tiny guest (internal/driver/qemu):
+# the emulator, a Debian kernel with its modules, and a static busybox.
+need qemu-system-x86_64 qemu-system-x86
+compgen -G '/boot/vmlinuz-*' >/dev/null || need_pkgs+=(linux-image-cloud-amd64)
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${need_pkgs[@]}" | sort -u | tr '\n' ' ')
   if [ "$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi
