@@ -2,14 +2,14 @@ package all
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"errors"
-	"gopkg.in/yaml.v3"
 	"slices"
+	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/standby-dr/standby/internal/driver"
 )
