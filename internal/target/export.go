@@ -180,7 +180,9 @@ func (t *Target) Export(ctx context.Context, req ExportRequest) (Export, error) 
 	if err := t.createExport(e); err != nil {
 		t.front.release(e.info.Name)
 		e.close()
-		os.RemoveAll(e.dir)
+		if e.dir != "" {
+			os.RemoveAll(e.dir)
+		}
 		return Export{}, fmt.Errorf("export machine %s point %d: %w", req.Machine, p.ID, err)
 	}
 	t.front.add(e)
@@ -190,13 +192,14 @@ func (t *Target) Export(ctx context.Context, req ExportRequest) (Export, error) 
 
 // createExport makes the export's directory, overlays and record.
 func (t *Target) createExport(e *exported) error {
-	e.dir = filepath.Join(t.exportsDir(), e.info.Name)
 	if err := os.MkdirAll(t.exportsDir(), 0o700); err != nil {
 		return err
 	}
-	if err := os.Mkdir(e.dir, 0o700); err != nil {
+	dir := filepath.Join(t.exportsDir(), e.info.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
+	e.dir = dir // ours to remove if what follows fails
 	for i, d := range e.view.Disks() {
 		o, err := replica.CreateOverlay(filepath.Join(e.dir, d.Name), e.view.DiskReaderAt(i), d.Size, e.view.Point().ID)
 		if err != nil {
