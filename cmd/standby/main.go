@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -59,7 +60,7 @@ func commands() []command {
 		newJournalReplayCommand(),
 		newDemoCommand(),
 		newVersionCommand(),
-	}, append(controlCommands(), jobCommands()...)...)
+	}, slices.Concat(controlCommands(), jobCommands(), exportCommands())...)
 }
 
 // usageError is a mistake in the command line: exit code 2.
