@@ -40,6 +40,9 @@ type Options struct {
 	Adaptive   bool  // compress only while the WAN is slower than zstd
 	Retention  *retention.Policy
 	Logger     *slog.Logger
+	// Exports makes the master target serve exports of recovery points
+	// over NBD on a unix socket in the harness directory.
+	Exports bool
 }
 
 // Harness is a running deployment.
@@ -157,6 +160,9 @@ func (h *Harness) listen(addr string) net.Listener {
 // StartTarget starts (or restarts) the master target.
 func (h *Harness) StartTarget() {
 	o := target.Options{DataDir: filepath.Join(h.Dir, "target"), TLS: h.serverTLS("target"), Logger: h.o.Logger.With("role", "target"), PruneInterval: time.Second}
+	if h.o.Exports {
+		o.Exports = target.ExportsOptions{Unix: filepath.Join(h.Dir, "exports.sock")}
+	}
 	if h.o.Retention != nil {
 		o.Retention = *h.o.Retention
 	} else {
