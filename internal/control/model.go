@@ -112,9 +112,13 @@ type Machine struct {
 	Process string `json:"process,omitempty"`
 	Target  string `json:"target,omitempty"`
 	// Epoch is the replication epoch; failover increments it (fencing).
-	Epoch  uint64       `json:"epoch"`
-	State  MachineState `json:"state"`
-	Health Health       `json:"health"`
+	Epoch uint64       `json:"epoch"`
+	State MachineState `json:"state"`
+	// TestFailover says whether a test failover of the machine exists
+	// (TestTransition moves it); Test is that one, or the last one.
+	TestFailover TestFailoverState `json:"test_failover,omitempty"`
+	Test         *TestFailover     `json:"test,omitempty"`
+	Health       Health            `json:"health"`
 	// Reasons say why the health is what it is, for the operator.
 	HealthReasons []string `json:"health_reasons,omitempty"`
 	// Replication is what the agent last reported.

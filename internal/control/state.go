@@ -336,7 +336,7 @@ func CheckTestFailover(machine string, test TestFailoverState, ev Event) error {
 	if test == TestNone || (ev != EventDisable && ev != EventCommit) {
 		return nil
 	}
-	return fmt.Errorf("%s of %s: %w (%s); clean it up first: run `standby failover cleanup %s`",
+	return fmt.Errorf("%s of %s: %w (%s); clean it up first: run `standby machines test-cleanup %s`",
 		ev, machine, ErrTestFailoverActive, test, machine)
 }
 

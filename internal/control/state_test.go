@@ -260,7 +260,7 @@ func TestCheckTestFailover(t *testing.T) {
 		if (err != nil) != blocked {
 			t.Errorf("CheckTestFailover(running, %s) = %v; want blocked=%v", ev, err, blocked)
 		}
-		if blocked && (!errors.Is(err, ErrTestFailoverActive) || !strings.Contains(err.Error(), "standby failover cleanup web01")) {
+		if blocked && (!errors.Is(err, ErrTestFailoverActive) || !strings.Contains(err.Error(), "standby machines test-cleanup web01")) {
 			t.Errorf("CheckTestFailover(running, %s) = %v; want ErrTestFailoverActive with a hint", ev, err)
 		}
 		if err := CheckTestFailover("web01", TestNone, ev); err != nil {

@@ -40,6 +40,11 @@ func sampleMachine(id, name string) control.Machine {
 func wantMachine(m control.Machine, version int64) control.Machine {
 	m.UpdatedAt = um(m.UpdatedAt)
 	m.Replication.LastPointAt, m.Replication.ReportedAt = um(m.Replication.LastPointAt), um(m.Replication.ReportedAt)
+	if m.Test != nil {
+		t := *m.Test
+		t.RequestedAt, t.Report.PointTime, t.Report.ReportedAt = um(t.RequestedAt), um(t.Report.PointTime), um(t.Report.ReportedAt)
+		m.Test = &t
+	}
 	m.Version = version
 	return m
 }
@@ -83,12 +88,23 @@ func testMachineUpdate(t *testing.T, s store.Store) {
 	u.Name, u.Epoch, u.State, u.Health, u.HealthReasons = "web02", 2, "failed-over", control.HealthCritical, nil
 	u.Disks = append(u.Disks, control.Disk{Name: "vdc", Size: 3})
 	u.Group, u.UpdatedAt = "", at(time.Hour)
+	// A test failover: the flag and its record, with the master target's
+	// report, round-trip (migration 0002).
+	u.TestFailover = control.TestRunning
+	u.Test = &control.TestFailover{ID: "tf-1", Point: "2026-11-27T10:00:00Z",
+		Replica: control.ReplicaSpec{Name: "web01-test", CPUs: 2, MemoryMiB: 1024}, RequestedAt: at(3 * time.Second),
+		Report: control.TestReport{Phase: control.TestPhaseRunning, PointID: math.MaxUint64, PointTime: at(4 * time.Second),
+			Export: "test-web01", Disks: []string{"nbd+unix:///test-web01/vda?socket=%2Frun%2Fx.sock"},
+			Machine: "web01-test", MachineState: "running", Error: "résumé ✓", ReportedAt: at(5 * time.Second)}}
 	got, err := s.UpdateMachine(ctx(t), u)
 	must(t, "update", err)
 	same(t, "updated machine", got, wantMachine(u, 2))
 	stored, err := s.GetMachine(ctx(t), "m1")
 	must(t, "get", err)
 	same(t, "stored machine", stored, wantMachine(u, 2))
+	if stored.Test == u.Test {
+		t.Fatal("the stored test failover is the caller's pointer")
+	}
 
 	stale := u // still Version 1
 	stale.State = "lost"

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -171,8 +172,15 @@ func Machine(m control.Machine) (control.Machine, error) {
 	what := fmt.Sprintf("machine %q", m.Name)
 	if err := texts(what, []string{"id", "name"}, "id", m.ID, "name", m.Name, "agent", m.Agent,
 		"group", m.Group, "process", m.Process, "target", m.Target,
-		"state", string(m.State), "health", string(m.Health)); err != nil {
+		"state", string(m.State), "health", string(m.Health), "test_failover", string(m.TestFailover)); err != nil {
 		return m, err
+	}
+	if m.Test != nil {
+		// A copy: the caller's value is not changed by normalising it.
+		t := *m.Test
+		t.Report.Disks = slices.Clone(t.Report.Disks)
+		t.RequestedAt, t.Report.PointTime, t.Report.ReportedAt = Time(t.RequestedAt), Time(t.Report.PointTime), Time(t.Report.ReportedAt)
+		m.Test = &t
 	}
 	if m.Disks != nil {
 		m.Disks = append([]control.Disk{}, m.Disks...)
