@@ -31,10 +31,11 @@ const maxMessage = 4 << 20
 
 // rpcRoles says which roles may make each call.
 var rpcRoles = map[string][]control.Role{
-	pb.Components_Heartbeat_FullMethodName:     components,
-	pb.Components_ReportMachine_FullMethodName: agents,
-	pb.Components_ReportPoints_FullMethodName:  targets,
-	pb.Components_WatchDesired_FullMethodName:  components,
+	pb.Components_Heartbeat_FullMethodName:      components,
+	pb.Components_ReportMachine_FullMethodName:  agents,
+	pb.Components_ReportPoints_FullMethodName:   targets,
+	pb.Components_WatchDesired_FullMethodName:   components,
+	pb.Components_ReportRecovery_FullMethodName: targets,
 }
 
 // requestKey carries the HTTP request a gRPC call came in, for
@@ -184,6 +185,13 @@ func (c componentService) ReportPoints(ctx context.Context, req *pb.ReportPoints
 	return &pb.ReportPointsResponse{}, nil
 }
 
+func (c componentService) ReportRecovery(ctx context.Context, req *pb.ReportRecoveryRequest) (*pb.ReportRecoveryResponse, error) {
+	if err := c.s.reportRecovery(ctx, RecoveryReport{Machine: req.GetMachine(), TestID: req.GetTestId(), Test: pb.ToTestReport(req.GetTest())}); err != nil {
+		return nil, err
+	}
+	return &pb.ReportRecoveryResponse{}, nil
+}
+
 // WatchDesired sends the caller's desired state when it differs from
 // what the caller has, for as long as the caller listens. The caller is
 // checked again after each round (at most MaxWait, or until a server is
@@ -239,7 +247,7 @@ func DesiredToPB(d Desired) *pb.Desired {
 	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines))}
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
-			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target)}
+			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test)}
 	}
 	return out
 }
@@ -249,7 +257,7 @@ func DesiredFromPB(d *pb.Desired) Desired {
 	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines()))}
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
-			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget())}
+			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest())}
 	}
 	return out
 }
@@ -266,4 +274,18 @@ func endpointFromPB(e *pb.Endpoint) *Endpoint {
 		return nil
 	}
 	return &Endpoint{ID: e.GetId(), Address: e.GetAddress()}
+}
+
+func testToPB(t *DesiredTest) *pb.DesiredTest {
+	if t == nil {
+		return nil
+	}
+	return &pb.DesiredTest{Id: t.ID, Point: t.Point, Replica: pb.FromReplicaSpec(t.Replica), Remove: t.Remove}
+}
+
+func testFromPB(t *pb.DesiredTest) *DesiredTest {
+	if t == nil {
+		return nil
+	}
+	return &DesiredTest{ID: t.GetId(), Point: t.GetPoint(), Replica: pb.ToReplicaSpec(t.GetReplica()), Remove: t.GetRemove()}
 }

@@ -45,7 +45,9 @@ var endpoints = []endpoint{
 	{"GET", "/v1/machines/{name}", "One machine: state, health and its reasons, replication", "viewer", nil, control.Machine{}, 0},
 	{"GET", "/v1/machines/{name}/points", "A machine's recovery points, newest first; latest, latest app-consistent, and ?at=TIME", "viewer", nil, pointsBody{}, 0},
 	{"POST", "/v1/machines/{name}/protect", "Enable protection in a group: picks a process server and a master target by capacity", "operator", protectRequest{}, protectResponse{}, 0},
-	{"POST", "/v1/machines/{name}/unprotect", "Disable protection; the replica is kept unless delete_replica", "operator", unprotectRequest{}, control.Machine{}, 0},
+	{"POST", "/v1/machines/{name}/unprotect", "Disable protection; the replica is kept unless delete_replica (refused while a test failover exists)", "operator", unprotectRequest{}, control.Machine{}, 0},
+	{"POST", "/v1/machines/{name}/test-failover", "Test failover: the master target exports the chosen point (latest, latest-app, ID, TIME) and starts an isolated replica machine from it; returns the job", "operator", testFailoverRequest{}, testResponse{}, 0},
+	{"POST", "/v1/machines/{name}/test-cleanup", "Clean up a test failover: the replica machine is stopped, the export and its overlay removed; returns the job", "operator", testCleanupRequest{}, testResponse{}, 0},
 	{"GET", "/v1/jobs", "List jobs, newest first (?object=, ?kind=, ?unfinished=true, ?limit=)", "viewer", nil, []control.Job{}, 0},
 	{"GET", "/v1/jobs/{id}", "One job: steps, progress, log, result", "viewer", nil, control.Job{}, 0},
 	{"POST", "/v1/jobs/{id}/cancel", "Cancel a queued or running job", "operator", nil, control.Job{}, 0},
@@ -55,6 +57,7 @@ var endpoints = []endpoint{
 	{"POST", "/v1/agent/report", "An agent reports its machine: disks and replication", "component:agent", AgentReport{}, control.Machine{}, 0},
 	{"GET", "/v1/desired", "A component's desired state (?have=VERSION&wait=30s long-polls for a change)", "component:agent,process,target", nil, Desired{}, 0},
 	{"POST", "/v1/target/points", "A master target reports a machine's recovery points (all of them)", "component:target", PointsReport{}, nil, 204},
+	{"POST", "/v1/target/recovery", "A master target reports what it did of a machine's test failover", "component:target", RecoveryReport{}, nil, 204},
 }
 
 var (

@@ -190,7 +190,9 @@ func (s *Server) unprotect(w http.ResponseWriter, r *http.Request) (any, error) 
 	m, err := s.o.Store.MachineByName(ctx, name)
 	if err == nil {
 		var next control.MachineState
-		if next, err = control.Apply(m.State, control.EventDisable, control.EventDisabled); err != nil {
+		if err = control.CheckTestFailover(m.Name, m.TestFailover, control.EventDisable); err != nil {
+			err = errorf(http.StatusConflict, "%v", err)
+		} else if next, err = control.Apply(m.State, control.EventDisable, control.EventDisabled); err != nil {
 			err = errorf(http.StatusConflict, "machine %s: %v", name, err)
 		} else {
 			m.State, m.Group, m.Process, m.Target, m.UpdatedAt = next, "", "", "", s.now()
@@ -221,6 +223,9 @@ type DesiredMachine struct {
 	Process *Endpoint `json:"process,omitempty"`
 	// Target is where the process server forwards (process servers').
 	Target *Endpoint `json:"target,omitempty"`
+	// Test is a test failover the master target should run or remove
+	// (master targets'; testfailover.go).
+	Test *DesiredTest `json:"test,omitempty"`
 }
 
 // Endpoint is a server a component connects to: its address and the
@@ -278,6 +283,8 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 			dm.Process, err = endpoint(m.Process)
 		case control.RoleProcess:
 			dm.Target, err = endpoint(m.Target)
+		case control.RoleTarget:
+			dm.Test = desiredTest(m)
 		}
 		if err != nil {
 			return Desired{}, err

@@ -147,6 +147,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/machines/{name}/points", s.forUser(viewer, s.listPoints))
 	m.HandleFunc("POST /v1/machines/{name}/protect", s.forUser(operator, s.protect))
 	m.HandleFunc("POST /v1/machines/{name}/unprotect", s.forUser(operator, s.unprotect))
+	m.HandleFunc("POST /v1/machines/{name}/test-failover", s.forUser(operator, s.testFailover))
+	m.HandleFunc("POST /v1/machines/{name}/test-cleanup", s.forUser(operator, s.testCleanup))
 	m.HandleFunc("GET /v1/jobs", s.forUser(viewer, s.listJobs))
 	m.HandleFunc("GET /v1/jobs/{id}", s.forUser(viewer, s.getJob))
 	m.HandleFunc("POST /v1/jobs/{id}/cancel", s.forUser(operator, s.cancelJob))
@@ -156,6 +158,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/heartbeat", s.forComponent(components, s.heartbeat))
 	m.HandleFunc("POST /v1/agent/report", s.forComponent(agents, s.agentReport))
 	m.HandleFunc("POST /v1/target/points", s.forComponent(targets, s.targetPoints))
+	m.HandleFunc("POST /v1/target/recovery", s.forComponent(targets, s.targetRecovery))
 	m.HandleFunc("GET /v1/desired", s.forComponent(components, s.desiredState))
 
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -107,6 +107,14 @@ func (c *Component) Points(ctx context.Context, r api.PointsReport) error {
 	return callError("report points", err)
 }
 
+// Recovery sends a master target's report of a machine's test failover.
+func (c *Component) Recovery(ctx context.Context, r api.RecoveryReport) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := c.rpc.ReportRecovery(ctx, &pb.ReportRecoveryRequest{Machine: r.Machine, TestId: r.TestID, Test: pb.FromTestReport(r.Test)})
+	return callError("report recovery", err)
+}
+
 // Desired returns the component's desired state: at once when its version
 // differs from have (or have is ""), else when it changes or wait
 // passes (a long poll over a WatchDesired stream; wait at most

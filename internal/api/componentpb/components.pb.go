@@ -1044,6 +1044,7 @@ type DesiredMachine struct {
 	Policy        *Policy                `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	Process       *Endpoint              `protobuf:"bytes,5,opt,name=process,proto3" json:"process,omitempty"` // agents: where to ship
 	Target        *Endpoint              `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`   // process servers: where to forward
+	Test          *DesiredTest           `protobuf:"bytes,7,opt,name=test,proto3" json:"test,omitempty"`       // master targets: a test failover wanted, or its removal
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1120,6 +1121,342 @@ func (x *DesiredMachine) GetTarget() *Endpoint {
 	return nil
 }
 
+func (x *DesiredMachine) GetTest() *DesiredTest {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
+// ReplicaSpec is the replica machine of a test failover (its network is
+// always isolated).
+type ReplicaSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Cpus          int64                  `protobuf:"varint,2,opt,name=cpus,proto3" json:"cpus,omitempty"`                            // 0: the driver's default
+	MemoryMib     int64                  `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"` // 0: the driver's default
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSpec) Reset() {
+	*x = ReplicaSpec{}
+	mi := &file_components_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSpec) ProtoMessage() {}
+
+func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSpec.ProtoReflect.Descriptor instead.
+func (*ReplicaSpec) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReplicaSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReplicaSpec) GetCpus() int64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *ReplicaSpec) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+// DesiredTest is a test failover a master target should run (export the
+// point, start the replica machine) or, with remove, clean up.
+type DesiredTest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Point         string                 `protobuf:"bytes,2,opt,name=point,proto3" json:"point,omitempty"` // latest, latest-app, a point id or an RFC 3339 time
+	Replica       *ReplicaSpec           `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	Remove        bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredTest) Reset() {
+	*x = DesiredTest{}
+	mi := &file_components_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredTest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredTest) ProtoMessage() {}
+
+func (x *DesiredTest) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredTest.ProtoReflect.Descriptor instead.
+func (*DesiredTest) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DesiredTest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredTest) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *DesiredTest) GetReplica() *ReplicaSpec {
+	if x != nil {
+		return x.Replica
+	}
+	return nil
+}
+
+func (x *DesiredTest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+// TestReport is what a master target did of a test failover.
+type TestReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"` // starting, running, failed, removed
+	PointId       uint64                 `protobuf:"varint,2,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	PointTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=point_time,json=pointTime,proto3" json:"point_time,omitempty"`
+	Export        string                 `protobuf:"bytes,4,opt,name=export,proto3" json:"export,omitempty"`
+	Disks         []string               `protobuf:"bytes,5,rep,name=disks,proto3" json:"disks,omitempty"`                                   // NBD URIs, boot order
+	Machine       string                 `protobuf:"bytes,6,opt,name=machine,proto3" json:"machine,omitempty"`                               // the replica machine's driver handle
+	MachineState  string                 `protobuf:"bytes,7,opt,name=machine_state,json=machineState,proto3" json:"machine_state,omitempty"` // running, stopped, unknown; empty: none
+	Error         string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestReport) Reset() {
+	*x = TestReport{}
+	mi := &file_components_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestReport) ProtoMessage() {}
+
+func (x *TestReport) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestReport.ProtoReflect.Descriptor instead.
+func (*TestReport) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TestReport) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *TestReport) GetPointId() uint64 {
+	if x != nil {
+		return x.PointId
+	}
+	return 0
+}
+
+func (x *TestReport) GetPointTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PointTime
+	}
+	return nil
+}
+
+func (x *TestReport) GetExport() string {
+	if x != nil {
+		return x.Export
+	}
+	return ""
+}
+
+func (x *TestReport) GetDisks() []string {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+func (x *TestReport) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *TestReport) GetMachineState() string {
+	if x != nil {
+		return x.MachineState
+	}
+	return ""
+}
+
+func (x *TestReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ReportRecoveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Machine       string                 `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`             // the machine ID
+	TestId        string                 `protobuf:"bytes,2,opt,name=test_id,json=testId,proto3" json:"test_id,omitempty"` // the DesiredTest's id
+	Test          *TestReport            `protobuf:"bytes,3,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRecoveryRequest) Reset() {
+	*x = ReportRecoveryRequest{}
+	mi := &file_components_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRecoveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRecoveryRequest) ProtoMessage() {}
+
+func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRecoveryRequest.ProtoReflect.Descriptor instead.
+func (*ReportRecoveryRequest) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReportRecoveryRequest) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *ReportRecoveryRequest) GetTestId() string {
+	if x != nil {
+		return x.TestId
+	}
+	return ""
+}
+
+func (x *ReportRecoveryRequest) GetTest() *TestReport {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
+type ReportRecoveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRecoveryResponse) Reset() {
+	*x = ReportRecoveryResponse{}
+	mi := &file_components_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRecoveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRecoveryResponse) ProtoMessage() {}
+
+func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRecoveryResponse.ProtoReflect.Descriptor instead.
+func (*ReportRecoveryResponse) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{20}
+}
+
 // Desired is a component's desired state; version is a hash of the
 // machines, the same as the HTTP API's.
 type Desired struct {
@@ -1132,7 +1469,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1481,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1494,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{16}
+	return file_components_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Desired) GetVersion() string {
@@ -1258,23 +1595,51 @@ const file_components_proto_rawDesc = "" +
 	"\x0fbandwidth_limit\x18\a \x01(\x03R\x0ebandwidthLimit\"4\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xec\x01\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xa1\x02\n" +
 	"\x0eDesiredMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x122\n" +
 	"\x06policy\x18\x04 \x01(\v2\x1a.standby.control.v1.PolicyR\x06policy\x126\n" +
 	"\aprocess\x18\x05 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x124\n" +
-	"\x06target\x18\x06 \x01(\v2\x1c.standby.control.v1.EndpointR\x06target\"c\n" +
+	"\x06target\x18\x06 \x01(\v2\x1c.standby.control.v1.EndpointR\x06target\x123\n" +
+	"\x04test\x18\a \x01(\v2\x1f.standby.control.v1.DesiredTestR\x04test\"T\n" +
+	"\vReplicaSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cpus\x18\x02 \x01(\x03R\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\"\x86\x01\n" +
+	"\vDesiredTest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05point\x18\x02 \x01(\tR\x05point\x129\n" +
+	"\areplica\x18\x03 \x01(\v2\x1f.standby.control.v1.ReplicaSpecR\areplica\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xfb\x01\n" +
+	"\n" +
+	"TestReport\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x19\n" +
+	"\bpoint_id\x18\x02 \x01(\x04R\apointId\x129\n" +
+	"\n" +
+	"point_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tpointTime\x12\x16\n" +
+	"\x06export\x18\x04 \x01(\tR\x06export\x12\x14\n" +
+	"\x05disks\x18\x05 \x03(\tR\x05disks\x12\x18\n" +
+	"\amachine\x18\x06 \x01(\tR\amachine\x12#\n" +
+	"\rmachine_state\x18\a \x01(\tR\fmachineState\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"~\n" +
+	"\x15ReportRecoveryRequest\x12\x18\n" +
+	"\amachine\x18\x01 \x01(\tR\amachine\x12\x17\n" +
+	"\atest_id\x18\x02 \x01(\tR\x06testId\x122\n" +
+	"\x04test\x18\x03 \x01(\v2\x1e.standby.control.v1.TestReportR\x04test\"\x18\n" +
+	"\x16ReportRecoveryResponse\"c\n" +
 	"\aDesired\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12>\n" +
-	"\bmachines\x18\x02 \x03(\v2\".standby.control.v1.DesiredMachineR\bmachines2\x87\x03\n" +
+	"\bmachines\x18\x02 \x03(\v2\".standby.control.v1.DesiredMachineR\bmachines2\xf0\x03\n" +
 	"\n" +
 	"Components\x12X\n" +
 	"\tHeartbeat\x12$.standby.control.v1.HeartbeatRequest\x1a%.standby.control.v1.HeartbeatResponse\x12d\n" +
 	"\rReportMachine\x12(.standby.control.v1.ReportMachineRequest\x1a).standby.control.v1.ReportMachineResponse\x12a\n" +
 	"\fReportPoints\x12'.standby.control.v1.ReportPointsRequest\x1a(.standby.control.v1.ReportPointsResponse\x12V\n" +
-	"\fWatchDesired\x12'.standby.control.v1.WatchDesiredRequest\x1a\x1b.standby.control.v1.Desired0\x01B8Z6github.com/standby-dr/standby/internal/api/componentpbb\x06proto3"
+	"\fWatchDesired\x12'.standby.control.v1.WatchDesiredRequest\x1a\x1b.standby.control.v1.Desired0\x01\x12g\n" +
+	"\x0eReportRecovery\x12).standby.control.v1.ReportRecoveryRequest\x1a*.standby.control.v1.ReportRecoveryResponseB8Z6github.com/standby-dr/standby/internal/api/componentpbb\x06proto3"
 
 var (
 	file_components_proto_rawDescOnce sync.Once
@@ -1288,64 +1653,75 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_components_proto_goTypes = []any{
-	(*Capacity)(nil),              // 0: standby.control.v1.Capacity
-	(*HeartbeatRequest)(nil),      // 1: standby.control.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 2: standby.control.v1.HeartbeatResponse
-	(*Disk)(nil),                  // 3: standby.control.v1.Disk
-	(*Replication)(nil),           // 4: standby.control.v1.Replication
-	(*ReportMachineRequest)(nil),  // 5: standby.control.v1.ReportMachineRequest
-	(*Machine)(nil),               // 6: standby.control.v1.Machine
-	(*ReportMachineResponse)(nil), // 7: standby.control.v1.ReportMachineResponse
-	(*RecoveryPoint)(nil),         // 8: standby.control.v1.RecoveryPoint
-	(*ReportPointsRequest)(nil),   // 9: standby.control.v1.ReportPointsRequest
-	(*ReportPointsResponse)(nil),  // 10: standby.control.v1.ReportPointsResponse
-	(*WatchDesiredRequest)(nil),   // 11: standby.control.v1.WatchDesiredRequest
-	(*Retention)(nil),             // 12: standby.control.v1.Retention
-	(*Policy)(nil),                // 13: standby.control.v1.Policy
-	(*Endpoint)(nil),              // 14: standby.control.v1.Endpoint
-	(*DesiredMachine)(nil),        // 15: standby.control.v1.DesiredMachine
-	(*Desired)(nil),               // 16: standby.control.v1.Desired
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
+	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),      // 2: standby.control.v1.HeartbeatResponse
+	(*Disk)(nil),                   // 3: standby.control.v1.Disk
+	(*Replication)(nil),            // 4: standby.control.v1.Replication
+	(*ReportMachineRequest)(nil),   // 5: standby.control.v1.ReportMachineRequest
+	(*Machine)(nil),                // 6: standby.control.v1.Machine
+	(*ReportMachineResponse)(nil),  // 7: standby.control.v1.ReportMachineResponse
+	(*RecoveryPoint)(nil),          // 8: standby.control.v1.RecoveryPoint
+	(*ReportPointsRequest)(nil),    // 9: standby.control.v1.ReportPointsRequest
+	(*ReportPointsResponse)(nil),   // 10: standby.control.v1.ReportPointsResponse
+	(*WatchDesiredRequest)(nil),    // 11: standby.control.v1.WatchDesiredRequest
+	(*Retention)(nil),              // 12: standby.control.v1.Retention
+	(*Policy)(nil),                 // 13: standby.control.v1.Policy
+	(*Endpoint)(nil),               // 14: standby.control.v1.Endpoint
+	(*DesiredMachine)(nil),         // 15: standby.control.v1.DesiredMachine
+	(*ReplicaSpec)(nil),            // 16: standby.control.v1.ReplicaSpec
+	(*DesiredTest)(nil),            // 17: standby.control.v1.DesiredTest
+	(*TestReport)(nil),             // 18: standby.control.v1.TestReport
+	(*ReportRecoveryRequest)(nil),  // 19: standby.control.v1.ReportRecoveryRequest
+	(*ReportRecoveryResponse)(nil), // 20: standby.control.v1.ReportRecoveryResponse
+	(*Desired)(nil),                // 21: standby.control.v1.Desired
+	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 23: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	17, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	17, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	22, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	22, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
 	3,  // 5: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
 	4,  // 6: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	17, // 7: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 7: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	17, // 9: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	22, // 9: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
 	8,  // 10: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	18, // 11: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	18, // 12: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	18, // 13: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	18, // 14: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	23, // 11: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	23, // 12: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	23, // 13: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	23, // 14: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
 	12, // 15: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	18, // 16: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	17, // 17: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	23, // 16: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	22, // 17: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
 	13, // 18: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
 	14, // 19: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
 	14, // 20: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
-	15, // 21: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 22: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 23: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	9,  // 24: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	11, // 25: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	2,  // 26: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	7,  // 27: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	10, // 28: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	16, // 29: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	26, // [26:30] is the sub-list for method output_type
-	22, // [22:26] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	17, // 21: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
+	16, // 22: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	22, // 23: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	18, // 24: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	15, // 25: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 26: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 27: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	9,  // 28: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	11, // 29: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	19, // 30: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 31: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	7,  // 32: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	10, // 33: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	21, // 34: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	20, // 35: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	31, // [31:36] is the sub-list for method output_type
+	26, // [26:31] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -1359,7 +1735,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,10 +24,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Components_Heartbeat_FullMethodName     = "/standby.control.v1.Components/Heartbeat"
-	Components_ReportMachine_FullMethodName = "/standby.control.v1.Components/ReportMachine"
-	Components_ReportPoints_FullMethodName  = "/standby.control.v1.Components/ReportPoints"
-	Components_WatchDesired_FullMethodName  = "/standby.control.v1.Components/WatchDesired"
+	Components_Heartbeat_FullMethodName      = "/standby.control.v1.Components/Heartbeat"
+	Components_ReportMachine_FullMethodName  = "/standby.control.v1.Components/ReportMachine"
+	Components_ReportPoints_FullMethodName   = "/standby.control.v1.Components/ReportPoints"
+	Components_WatchDesired_FullMethodName   = "/standby.control.v1.Components/WatchDesired"
+	Components_ReportRecovery_FullMethodName = "/standby.control.v1.Components/ReportRecovery"
 )
 
 // ComponentsClient is the client API for Components service.
@@ -48,6 +49,9 @@ type ComponentsClient interface {
 	// WatchDesired: every role; the caller's desired state at once (unless
 	// its version is the one the caller has), then each time it changes.
 	WatchDesired(ctx context.Context, in *WatchDesiredRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Desired], error)
+	// ReportRecovery: master targets; what they did of a machine's test
+	// failover (the export, the replica machine, or its removal).
+	ReportRecovery(ctx context.Context, in *ReportRecoveryRequest, opts ...grpc.CallOption) (*ReportRecoveryResponse, error)
 }
 
 type componentsClient struct {
@@ -107,6 +111,16 @@ func (c *componentsClient) WatchDesired(ctx context.Context, in *WatchDesiredReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Components_WatchDesiredClient = grpc.ServerStreamingClient[Desired]
 
+func (c *componentsClient) ReportRecovery(ctx context.Context, in *ReportRecoveryRequest, opts ...grpc.CallOption) (*ReportRecoveryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportRecoveryResponse)
+	err := c.cc.Invoke(ctx, Components_ReportRecovery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ComponentsServer is the server API for Components service.
 // All implementations must embed UnimplementedComponentsServer
 // for forward compatibility.
@@ -125,6 +139,9 @@ type ComponentsServer interface {
 	// WatchDesired: every role; the caller's desired state at once (unless
 	// its version is the one the caller has), then each time it changes.
 	WatchDesired(*WatchDesiredRequest, grpc.ServerStreamingServer[Desired]) error
+	// ReportRecovery: master targets; what they did of a machine's test
+	// failover (the export, the replica machine, or its removal).
+	ReportRecovery(context.Context, *ReportRecoveryRequest) (*ReportRecoveryResponse, error)
 	mustEmbedUnimplementedComponentsServer()
 }
 
@@ -146,6 +163,9 @@ func (UnimplementedComponentsServer) ReportPoints(context.Context, *ReportPoints
 }
 func (UnimplementedComponentsServer) WatchDesired(*WatchDesiredRequest, grpc.ServerStreamingServer[Desired]) error {
 	return status.Error(codes.Unimplemented, "method WatchDesired not implemented")
+}
+func (UnimplementedComponentsServer) ReportRecovery(context.Context, *ReportRecoveryRequest) (*ReportRecoveryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportRecovery not implemented")
 }
 func (UnimplementedComponentsServer) mustEmbedUnimplementedComponentsServer() {}
 func (UnimplementedComponentsServer) testEmbeddedByValue()                    {}
@@ -233,6 +253,24 @@ func _Components_WatchDesired_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Components_WatchDesiredServer = grpc.ServerStreamingServer[Desired]
 
+func _Components_ReportRecovery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportRecoveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComponentsServer).ReportRecovery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Components_ReportRecovery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComponentsServer).ReportRecovery(ctx, req.(*ReportRecoveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Components_ServiceDesc is the grpc.ServiceDesc for Components service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +289,10 @@ var Components_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportPoints",
 			Handler:    _Components_ReportPoints_Handler,
+		},
+		{
+			MethodName: "ReportRecovery",
+			Handler:    _Components_ReportRecovery_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -144,3 +144,26 @@ func ToPolicy(p *Policy) control.Policy {
 		RPOThreshold: control.Duration(toDuration(p.GetRpoThreshold())), InitialStart: ToTime(p.GetInitialStart()),
 		Compression: p.GetCompression(), BandwidthLimit: p.GetBandwidthLimit()}
 }
+
+// FromReplicaSpec maps a test failover's replica machine.
+func FromReplicaSpec(r control.ReplicaSpec) *ReplicaSpec {
+	return &ReplicaSpec{Name: r.Name, Cpus: int64(r.CPUs), MemoryMib: int64(r.MemoryMiB)}
+}
+
+// ToReplicaSpec maps a replica machine back.
+func ToReplicaSpec(r *ReplicaSpec) control.ReplicaSpec {
+	return control.ReplicaSpec{Name: r.GetName(), CPUs: int(r.GetCpus()), MemoryMiB: int(r.GetMemoryMib())}
+}
+
+// FromTestReport maps a master target's test failover report (its
+// ReportedAt is the server's to set: not sent).
+func FromTestReport(r control.TestReport) *TestReport {
+	return &TestReport{Phase: string(r.Phase), PointId: r.PointID, PointTime: FromTime(r.PointTime), Export: r.Export,
+		Disks: r.Disks, Machine: r.Machine, MachineState: r.MachineState, Error: r.Error}
+}
+
+// ToTestReport maps a report back.
+func ToTestReport(r *TestReport) control.TestReport {
+	return control.TestReport{Phase: control.TestPhase(r.GetPhase()), PointID: r.GetPointId(), PointTime: ToTime(r.GetPointTime()),
+		Export: r.GetExport(), Disks: r.GetDisks(), Machine: r.GetMachine(), MachineState: r.GetMachineState(), Error: r.GetError()}
+}

@@ -83,3 +83,24 @@ func TestStatusCodes(t *testing.T) {
 		t.Error("AlreadyExists is not 409 or an unnamed code is not 500")
 	}
 }
+
+// A test failover's replica machine and report survive the wire.
+func TestTestFailoverRoundTrips(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 5, time.UTC)
+	spec := control.ReplicaSpec{Name: "web01-test", CPUs: 2, MemoryMiB: 1024}
+	var ps ReplicaSpec
+	wire(t, FromReplicaSpec(spec), &ps)
+	if got := ToReplicaSpec(&ps); got != spec {
+		t.Errorf("replica spec %+v came back %+v", spec, got)
+	}
+	rep := control.TestReport{Phase: control.TestPhaseRunning, PointID: 42, PointTime: at, Export: "test-web01",
+		Disks: []string{"nbd+unix:///test-web01/vda?socket=%2Fx"}, Machine: "h", MachineState: "running", Error: "e"}
+	var pr TestReport
+	wire(t, FromTestReport(rep), &pr)
+	if got := ToTestReport(&pr); !reflect.DeepEqual(got, rep) {
+		t.Errorf("test report:\n got %+v\nwant %+v", got, rep)
+	}
+	if got := ToTestReport(nil); !reflect.DeepEqual(got, control.TestReport{}) {
+		t.Errorf("nil report: %+v", got)
+	}
+}
