@@ -167,7 +167,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			}
 		}}
 	s.jobs = &orchestrate.Runner{Store: st, Log: o.Log, Now: o.Now, Planners: map[string]orchestrate.Planner{
-		JobProtect: orchestrate.PlannerFunc(s.protectPlanner),
+		JobProtect:          orchestrate.PlannerFunc(s.protectPlanner),
+		api.JobTestFailover: orchestrate.PlannerFunc(s.testFailoverPlanner),
+		api.JobTestCleanup:  orchestrate.PlannerFunc(s.testCleanupPlanner),
 	}}
 	regHandler := s.reg.Handler()
 	// Every component call is checked against the CA, whatever the
