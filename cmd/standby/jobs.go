@@ -19,7 +19,7 @@ import (
 // bar), jobs cancel.
 
 func jobCommands() []command {
-	return []command{newProtectCommand(), newJobsShowCommand()}
+	return []command{newProtectCommand(), newJobsShowCommand(), newTestFailoverCommand(), newTestCleanupCommand()}
 }
 
 func newProtectCommand() command {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/standby-dr/standby/internal/driver"
+	"github.com/standby-dr/standby/internal/driver/all"
 	"github.com/standby-dr/standby/internal/process"
 	"github.com/standby-dr/standby/internal/target"
 )
@@ -46,6 +48,12 @@ func newTargetCommand() command {
 			o.Logger = e.logger(cfg.LogLevel).With("role", "target")
 			if o.Control != nil {
 				o.Control.Version = version
+			}
+			if cfg.Driver != nil {
+				// The one place the target's machine driver is chosen.
+				if o.Driver, err = all.Registry().New(*cfg.Driver, driver.Deps{Logger: o.Logger}); err != nil {
+					return fmt.Errorf("master target configuration: %w", err)
+				}
 			}
 			t, err := target.New(ctx, o)
 			if err != nil {

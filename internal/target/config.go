@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/standby-dr/standby/internal/config"
+	"github.com/standby-dr/standby/internal/driver"
 	"github.com/standby-dr/standby/internal/retention"
 	"github.com/standby-dr/standby/internal/wire"
 )
@@ -31,7 +32,11 @@ type Config struct {
 	// Status is an optional HTTP listener for /status, points and /metrics.
 	Status string `yaml:"status,omitempty"`
 	// Exports, when set, serves recovery points over NBD (export_config.go).
-	Exports  *ExportsConfig `yaml:"exports,omitempty"`
+	Exports *ExportsConfig `yaml:"exports,omitempty"`
+	// Driver, when set, is the machine driver test failovers start their
+	// replica machines with (docs/drivers.md); it needs control: and
+	// exports:. cmd/ builds it from the registry of drivers.
+	Driver   *driver.Config `yaml:"driver,omitempty"`
 	LogLevel string         `yaml:"log_level"`
 }
 
@@ -101,6 +106,17 @@ func (c *Config) Validate() error {
 		bad("prune_interval: %q is not a duration in 1s..1h", c.PruneInterval)
 	}
 	errs = append(errs, c.Exports.validate()...)
+	if c.Driver != nil {
+		if c.Driver.Name == "" {
+			bad("driver.name: required (exec or qemu; docs/drivers.md)")
+		}
+		if c.Control == nil {
+			bad("driver: test failovers come from the configuration server: set control: too, or leave driver: out")
+		}
+		if c.Exports == nil {
+			bad("driver: replica machines run from exports: set exports: too, or leave driver: out")
+		}
+	}
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}

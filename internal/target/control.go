@@ -129,7 +129,7 @@ func checkIdentity(id trust.Identity) func(*wire.Conn) error {
 func (t *Target) runControl() {
 	m := t.mgd
 	renew := func(ctx context.Context) { m.live.RunRenewal(ctx, m.o.Identity, m.o.Server, 0, t.log) }
-	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop, renew}
+	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop, t.testLoop, renew}
 	t.wg.Add(len(loops))
 	for _, fn := range loops {
 		go func() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/driver"
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/replica"
 	"github.com/standby-dr/standby/internal/retention"
@@ -40,6 +41,9 @@ type Options struct {
 	// Exports is the NBD listener of exports of recovery points
 	// (export.go); exports are off without one.
 	Exports ExportsOptions
+	// Driver starts the replica machines of test failovers
+	// (testfailover.go); nil: test failovers are reported failed.
+	Driver driver.Driver
 }
 
 // Target is a running master target.
