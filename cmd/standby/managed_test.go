@@ -19,67 +19,8 @@ import (
 // protected, reaches "protected" and has recovery points listed — all
 // through the CLI.
 func TestManagedDeploymentThroughTheCLI(t *testing.T) {
-	dir := t.TempDir()
-	srv := startServerProc(t, dir, freePort(t))
-	server := "https://" + srv.addr
-
-	join := func(role control.Role, name, addr string) string {
-		t.Helper()
-		tok := strings.Fields(srv.cli("token", "create", "--role", string(role), "--ttl", "10m"))[0]
-		idDir := filepath.Join(dir, "id-"+name)
-		args := []string{string(role), "join", "--server", server, "--token", tok, "--dir", idDir, "--name", name}
-		if addr != "" {
-			args = append(args, "--address", addr)
-		}
-		srv.cli(args...)
-		return idDir
-	}
-	controlSection := func(idDir, extra string) string {
-		return fmt.Sprintf("control:\n  server: %s\n  identity: %s\n  heartbeat: 1s\n%s", server, idDir, extra)
-	}
-
-	tgtAddr, tgtStatus := freePort(t), freePort(t)
-	tgtID := join("target", "mt1", tgtAddr)
-	writeFile(t, filepath.Join(dir, "target.yaml"), fmt.Sprintf("listen: %s\ndata_dir: %s\nstatus: %s\n", tgtAddr, filepath.Join(dir, "target"), tgtStatus)+controlSection(tgtID, ""))
-	psAddr, psStatus := freePort(t), freePort(t)
-	psID := join("process", "ps1", psAddr)
-	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+controlSection(psID, ""))
-	agentStatus := freePort(t)
-	agentID := join("agent", "host1", "")
-	disk := filepath.Join(dir, "web01.img")
-	f, err := os.Create(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(32 << 20)
-	f.WriteAt([]byte(strings.Repeat("standby managed deployment ", 40000)), 1<<20)
-	f.Close()
-	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("machine: web01\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
-		filepath.Join(dir, "agent"), filepath.Join(dir, "agent.sock"), disk, agentStatus)+controlSection(agentID, ""))
-
-	agentP := &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
-	for _, p := range []*roleProc{
-		{t: t, name: "target", args: []string{"target", "--config", filepath.Join(dir, "target.yaml")}, ready: tgtStatus},
-		{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus},
-		agentP,
-	} {
-		p.start()
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s's log:\n%s", p.name, p.stderr)
-			}
-			p.signal(syscall.SIGTERM)
-		})
-	}
-	waitCLI(t, srv, "the agent to report web01", func() bool {
-		var ms []control.Machine
-		json.Unmarshal([]byte(srv.cli("machines", "list", "-o", "json")), &ms)
-		return len(ms) == 1 && ms[0].Name == "web01"
-	}, func() string { return srv.cli("servers", "list") })
-	waitCLI(t, srv, "the process server and master target to heartbeat with their addresses", func() bool {
-		out := srv.cli("servers", "list")
-		return strings.Contains(out, psAddr) && strings.Contains(out, tgtAddr)
-	}, func() string { return srv.cli("servers", "list") })
+	md := startManaged(t, "")
+	srv, agentP, tgtStatus, disk := md.srv, md.agentP, md.tgtStatus, md.disk
 
 	srv.cli("groups", "create", "web", "--policy", `{"point_interval": "1s", "rpo_threshold": "30s"}`)
 	if out, err := srv.cliErr("machines", "protect", "web01", "--group", "web", "--wait"); err != nil {
@@ -117,4 +58,83 @@ func waitCLI(t *testing.T, srv *serverProc, what string, cond func() bool, more 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// managed is a deployment of separate processes under a configuration
+// server: target, process server and agent joined with tokens, with the
+// agent's machine web01 reported (not yet protected).
+type managed struct {
+	srv                               *serverProc
+	dir, disk                         string
+	agentP                            *roleProc
+	tgtStatus, agentStatus, agentSock string
+}
+
+// startManaged starts the deployment; tgtExtra is appended to the
+// target's configuration.
+func startManaged(t *testing.T, tgtExtra string) *managed {
+	t.Helper()
+	dir := t.TempDir()
+	srv := startServerProc(t, dir, freePort(t))
+	server := "https://" + srv.addr
+
+	join := func(role control.Role, name, addr string) string {
+		t.Helper()
+		tok := strings.Fields(srv.cli("token", "create", "--role", string(role), "--ttl", "10m"))[0]
+		idDir := filepath.Join(dir, "id-"+name)
+		args := []string{string(role), "join", "--server", server, "--token", tok, "--dir", idDir, "--name", name}
+		if addr != "" {
+			args = append(args, "--address", addr)
+		}
+		srv.cli(args...)
+		return idDir
+	}
+	controlSection := func(idDir, extra string) string {
+		return fmt.Sprintf("control:\n  server: %s\n  identity: %s\n  heartbeat: 1s\n%s", server, idDir, extra)
+	}
+
+	tgtAddr, tgtStatus := freePort(t), freePort(t)
+	tgtID := join("target", "mt1", tgtAddr)
+	writeFile(t, filepath.Join(dir, "target.yaml"), fmt.Sprintf("listen: %s\ndata_dir: %s\nstatus: %s\n", tgtAddr, filepath.Join(dir, "target"), tgtStatus)+controlSection(tgtID, "")+tgtExtra)
+	psAddr, psStatus := freePort(t), freePort(t)
+	psID := join("process", "ps1", psAddr)
+	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+controlSection(psID, ""))
+	agentStatus := freePort(t)
+	agentID := join("agent", "host1", "")
+	disk := filepath.Join(dir, "web01.img")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(32 << 20)
+	f.WriteAt([]byte(strings.Repeat("standby managed deployment ", 40000)), 1<<20)
+	f.Close()
+	agentSock := filepath.Join(dir, "agent.sock")
+	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("machine: web01\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
+		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+controlSection(agentID, ""))
+
+	agentP := &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
+	for _, p := range []*roleProc{
+		{t: t, name: "target", args: []string{"target", "--config", filepath.Join(dir, "target.yaml")}, ready: tgtStatus},
+		{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus},
+		agentP,
+	} {
+		p.start()
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s's log:\n%s", p.name, p.stderr)
+			}
+			p.signal(syscall.SIGTERM)
+		})
+	}
+	waitCLI(t, srv, "the agent to report web01", func() bool {
+		var ms []control.Machine
+		json.Unmarshal([]byte(srv.cli("machines", "list", "-o", "json")), &ms)
+		return len(ms) == 1 && ms[0].Name == "web01"
+	}, func() string { return srv.cli("servers", "list") })
+	waitCLI(t, srv, "the process server and master target to heartbeat with their addresses", func() bool {
+		out := srv.cli("servers", "list")
+		return strings.Contains(out, psAddr) && strings.Contains(out, tgtAddr)
+	}, func() string { return srv.cli("servers", "list") })
+	return &managed{srv: srv, dir: dir, disk: disk, agentP: agentP, tgtStatus: tgtStatus, agentStatus: agentStatus, agentSock: agentSock}
 }
