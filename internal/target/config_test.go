@@ -77,3 +77,29 @@ func TestManagedConfig(t *testing.T) {
 		}
 	}
 }
+
+// A driver: section is kept for cmd/ to build; it needs a name, control:
+// (test failovers come from the server) and exports: (replica machines
+// run from them).
+func TestDriverConfig(t *testing.T) {
+	c, err := LoadConfig("testdata/managed-driver.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Options(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Driver == nil || c.Driver.Name != "exec" || c.Driver.Settings["start"] == nil {
+		t.Fatalf("driver section read as %+v", c.Driver)
+	}
+	c, err = LoadConfig("testdata/bad-driver.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	for _, w := range []string{"driver.name: required", "set control: too", "set exports: too"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("bad-driver.yaml: error %v does not mention %q", err, w)
+		}
+	}
+}
