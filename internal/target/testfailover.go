@@ -191,6 +191,11 @@ func (t *Target) ensureTest(ctx context.Context, st *testState, dm api.DesiredMa
 	// The export: made once, found again after a restart.
 	name := testExportName(dm.Name, dm.ID)
 	x, err := t.ExportByName(name)
+	if err != nil && r.Export != "" {
+		// Made, then unexported by hand: exporting again could choose
+		// another point under the running machine.
+		return failed(rep, fmt.Errorf("export %s is gone (unexported by hand?); clean the test failover up", r.Export))
+	}
 	if err != nil {
 		x, err = t.Export(ctx, ExportRequest{Machine: dm.ID, Point: want.Point, Name: name})
 		if err != nil {
