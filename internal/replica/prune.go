@@ -70,6 +70,14 @@ func (r *Replica) sweep() error {
 // gone and the base roll is due. It holds mu from the decision to the new
 // state, so that OpenPoint cannot pin a point being removed.
 func (r *Replica) decide(ctx context.Context) (keep, remove []retention.Decision, err error) {
+	return r.decideWith(ctx, func(pts []retention.Point) (keep, remove []retention.Decision, err error) {
+		keep, remove = retention.Apply(pts, r.o.Retention, r.o.now())
+		return keep, remove, nil
+	})
+}
+
+// decideWith is decide with the decisions made by choose (KeepOnly's).
+func (r *Replica) decideWith(ctx context.Context, choose func([]retention.Point) (keep, remove []retention.Decision, err error)) (keep, remove []retention.Decision, err error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	r.mu.Lock()
@@ -88,7 +96,9 @@ func (r *Replica) decide(ctx context.Context) (keep, remove []retention.Decision
 	for i, p := range cur.Points {
 		pts[i] = retention.Point{Seq: p.ID, Time: p.Time, AppConsistent: p.AppConsistent, Tags: p.Tags, InUse: r.pins[p.ID] > 0, Label: p.Label}
 	}
-	keep, remove = retention.Apply(pts, r.o.Retention, r.o.now())
+	if keep, remove, err = choose(pts); err != nil {
+		return nil, nil, err
+	}
 	gone := make(map[uint64]bool, len(remove))
 	for _, d := range remove {
 		gone[d.Seq] = true
