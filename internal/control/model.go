@@ -118,7 +118,9 @@ type Machine struct {
 	// (TestTransition moves it); Test is that one, or the last one.
 	TestFailover TestFailoverState `json:"test_failover,omitempty"`
 	Test         *TestFailover     `json:"test,omitempty"`
-	Health       Health            `json:"health"`
+	// Failover is the machine's current or last failover (failover.go).
+	Failover *Failover `json:"failover,omitempty"`
+	Health   Health    `json:"health"`
 	// Reasons say why the health is what it is, for the operator.
 	HealthReasons []string `json:"health_reasons,omitempty"`
 	// Replication is what the agent last reported.

@@ -45,6 +45,12 @@ func wantMachine(m control.Machine, version int64) control.Machine {
 		t.RequestedAt, t.Report.PointTime, t.Report.ReportedAt = um(t.RequestedAt), um(t.Report.PointTime), um(t.Report.ReportedAt)
 		m.Test = &t
 	}
+	if m.Failover != nil {
+		f := *m.Failover
+		f.RequestedAt, f.Report.PointTime, f.Report.ReportedAt = um(f.RequestedAt), um(f.Report.PointTime), um(f.Report.ReportedAt)
+		f.Report.Hydration.CompletedAt = um(f.Report.Hydration.CompletedAt)
+		m.Failover = &f
+	}
 	m.Version = version
 	return m
 }
@@ -96,6 +102,14 @@ func testMachineUpdate(t *testing.T, s store.Store) {
 		Report: control.TestReport{Phase: control.TestPhaseRunning, PointID: math.MaxUint64, PointTime: at(4 * time.Second),
 			Export: "test-web01", Disks: []string{"nbd+unix:///test-web01/vda?socket=%2Frun%2Fx.sock"},
 			Machine: "web01-test", MachineState: "running", Error: "résumé ✓", ReportedAt: at(5 * time.Second)}}
+	// A failover record with the target's report and hydration progress
+	// round-trips (migration 0003).
+	u.Failover = &control.Failover{ID: "fo-1", Point: "latest", Epoch: 2, Replica: control.ReplicaSpec{Name: "web01", CPUs: 1},
+		Network: map[string]string{"bridge": "br0"}, Commit: true, RequestedAt: at(6 * time.Second),
+		Report: control.FailoverReport{Phase: control.FailoverPhaseRunning, Fenced: 2, PointID: 7, PointTime: at(7 * time.Second),
+			Export: "failover-web01", Disks: []string{"nbd://x/failover-web01/vda"}, Machine: "web01", MachineState: "running",
+			Hydration: control.Hydration{Done: 5, Total: 10, Images: []string{"/d/hydrated/m1/vda.img"}, Complete: true, CompletedAt: at(8 * time.Second)},
+			Released:  3, ReportedAt: at(9 * time.Second)}}
 	got, err := s.UpdateMachine(ctx(t), u)
 	must(t, "update", err)
 	same(t, "updated machine", got, wantMachine(u, 2))

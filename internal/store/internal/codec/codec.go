@@ -3,6 +3,7 @@ package codec
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -181,6 +182,15 @@ func Machine(m control.Machine) (control.Machine, error) {
 		t.Report.Disks = slices.Clone(t.Report.Disks)
 		t.RequestedAt, t.Report.PointTime, t.Report.ReportedAt = Time(t.RequestedAt), Time(t.Report.PointTime), Time(t.Report.ReportedAt)
 		m.Test = &t
+	}
+	if m.Failover != nil {
+		f := *m.Failover
+		f.Network = maps.Clone(f.Network)
+		f.Report.Disks = slices.Clone(f.Report.Disks)
+		f.Report.Hydration.Images = slices.Clone(f.Report.Hydration.Images)
+		f.RequestedAt, f.Report.PointTime, f.Report.ReportedAt = Time(f.RequestedAt), Time(f.Report.PointTime), Time(f.Report.ReportedAt)
+		f.Report.Hydration.CompletedAt = Time(f.Report.Hydration.CompletedAt)
+		m.Failover = &f
 	}
 	if m.Disks != nil {
 		m.Disks = append([]control.Disk{}, m.Disks...)
