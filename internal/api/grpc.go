@@ -186,7 +186,12 @@ func (c componentService) ReportPoints(ctx context.Context, req *pb.ReportPoints
 }
 
 func (c componentService) ReportRecovery(ctx context.Context, req *pb.ReportRecoveryRequest) (*pb.ReportRecoveryResponse, error) {
-	if err := c.s.reportRecovery(ctx, RecoveryReport{Machine: req.GetMachine(), TestID: req.GetTestId(), Test: pb.ToTestReport(req.GetTest())}); err != nil {
+	r := RecoveryReport{Machine: req.GetMachine(), TestID: req.GetTestId(), Test: pb.ToTestReport(req.GetTest()), FailoverID: req.GetFailoverId()}
+	if req.GetFailover() != nil {
+		f := pb.ToFailoverReport(req.GetFailover())
+		r.Failover = &f
+	}
+	if err := c.s.reportRecovery(ctx, r); err != nil {
 		return nil, err
 	}
 	return &pb.ReportRecoveryResponse{}, nil
@@ -247,7 +252,7 @@ func DesiredToPB(d Desired) *pb.Desired {
 	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines))}
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
-			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test)}
+			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover)}
 	}
 	return out
 }
@@ -257,7 +262,7 @@ func DesiredFromPB(d *pb.Desired) Desired {
 	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines()))}
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
-			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest())}
+			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover())}
 	}
 	return out
 }

@@ -48,6 +48,8 @@ var endpoints = []endpoint{
 	{"POST", "/v1/machines/{name}/unprotect", "Disable protection; the replica is kept unless delete_replica (refused while a test failover exists)", "operator", unprotectRequest{}, control.Machine{}, 0},
 	{"POST", "/v1/machines/{name}/test-failover", "Test failover: the master target exports the chosen point (latest, latest-app, ID, TIME) and starts an isolated replica machine from it; returns the job", "operator", testFailoverRequest{}, testResponse{}, 0},
 	{"POST", "/v1/machines/{name}/test-cleanup", "Clean up a test failover: the replica machine is stopped, the export and its overlay removed; returns the job", "operator", testCleanupRequest{}, testResponse{}, 0},
+	{"POST", "/v1/machines/{name}/failover", "Failover: the epoch is raised (the old primary is fenced), the master target exports the chosen point (latest, latest-app, ID, TIME), starts the replica machine on its network and hydrates its disks; again before commit: another point; returns the job", "operator", failoverRequest{}, failoverResponse{}, 0},
+	{"POST", "/v1/machines/{name}/commit", "Commit a failover: the failed-over point is made final and every other point released (refused while a test failover exists); returns the job", "operator", commitRequest{}, failoverResponse{}, 0},
 	{"GET", "/v1/jobs", "List jobs, newest first (?object=, ?kind=, ?unfinished=true, ?limit=)", "viewer", nil, []control.Job{}, 0},
 	{"GET", "/v1/jobs/{id}", "One job: steps, progress, log, result", "viewer", nil, control.Job{}, 0},
 	{"POST", "/v1/jobs/{id}/cancel", "Cancel a queued or running job", "operator", nil, control.Job{}, 0},
@@ -57,7 +59,7 @@ var endpoints = []endpoint{
 	{"POST", "/v1/agent/report", "An agent reports its machine: disks and replication", "component:agent", AgentReport{}, control.Machine{}, 0},
 	{"GET", "/v1/desired", "A component's desired state (?have=VERSION&wait=30s long-polls for a change)", "component:agent,process,target", nil, Desired{}, 0},
 	{"POST", "/v1/target/points", "A master target reports a machine's recovery points (all of them)", "component:target", PointsReport{}, nil, 204},
-	{"POST", "/v1/target/recovery", "A master target reports what it did of a machine's test failover", "component:target", RecoveryReport{}, nil, 204},
+	{"POST", "/v1/target/recovery", "A master target reports what it did of a machine's test failover or failover", "component:target", RecoveryReport{}, nil, 204},
 }
 
 var (

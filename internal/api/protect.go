@@ -226,6 +226,9 @@ type DesiredMachine struct {
 	// Test is a test failover the master target should run or remove
 	// (master targets'; testfailover.go).
 	Test *DesiredTest `json:"test,omitempty"`
+	// Failover is a failover the master target should run (master
+	// targets'; failover.go).
+	Failover *DesiredFailover `json:"failover,omitempty"`
 }
 
 // Endpoint is a server a component connects to: its address and the
@@ -273,6 +276,9 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		return &Endpoint{ID: srv.ID, Address: srv.Address}, nil
 	}
 	for _, m := range ms {
+		if role == control.RoleProcess && m.State.InFailover() {
+			continue // failed over: nothing to forward (failover.go)
+		}
 		g, err := s.o.Store.GetGroup(ctx, m.Group)
 		if err != nil {
 			return Desired{}, err
@@ -280,11 +286,13 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		dm := DesiredMachine{ID: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: g.Policy}
 		switch role {
 		case control.RoleAgent:
-			dm.Process, err = endpoint(m.Process)
+			if !m.State.InFailover() { // failed over: the new epoch and no process server fence the agent
+				dm.Process, err = endpoint(m.Process)
+			}
 		case control.RoleProcess:
 			dm.Target, err = endpoint(m.Target)
 		case control.RoleTarget:
-			dm.Test = desiredTest(m)
+			dm.Test, dm.Failover = desiredTest(m), desiredFailover(m)
 		}
 		if err != nil {
 			return Desired{}, err

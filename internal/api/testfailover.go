@@ -58,10 +58,15 @@ type DesiredTest struct {
 
 // RecoveryReport is a master target's report of what it did of a
 // machine's test failover (POST /v1/target/recovery).
+//
+// A failover's report carries FailoverID and Failover instead of TestID
+// and Test (failover.go).
 type RecoveryReport struct {
-	Machine string             `json:"machine"` // the machine ID
-	TestID  string             `json:"test_id"` // DesiredTest.ID
-	Test    control.TestReport `json:"test"`
+	Machine    string                  `json:"machine"`           // the machine ID
+	TestID     string                  `json:"test_id,omitempty"` // DesiredTest.ID
+	Test       control.TestReport      `json:"test,omitzero"`
+	FailoverID string                  `json:"failover_id,omitempty"` // DesiredFailover.ID
+	Failover   *control.FailoverReport `json:"failover,omitempty"`
 }
 
 // CheckPointSelector refuses a point selector that is not latest,
@@ -203,6 +208,9 @@ func (s *Server) targetRecovery(w http.ResponseWriter, r *http.Request) (any, er
 // the flag goes back to none. A report of another test failover than the
 // machine's current one is refused (409): the target drops it.
 func (s *Server) reportRecovery(ctx context.Context, req RecoveryReport) error {
+	if req.Failover != nil {
+		return s.reportFailover(ctx, req)
+	}
 	target := principalOf(ctx).comp
 	if err := req.Test.Validate(); err != nil {
 		return errorf(http.StatusBadRequest, "%v", err)

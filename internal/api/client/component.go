@@ -111,7 +111,13 @@ func (c *Component) Points(ctx context.Context, r api.PointsReport) error {
 func (c *Component) Recovery(ctx context.Context, r api.RecoveryReport) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	_, err := c.rpc.ReportRecovery(ctx, &pb.ReportRecoveryRequest{Machine: r.Machine, TestId: r.TestID, Test: pb.FromTestReport(r.Test)})
+	req := &pb.ReportRecoveryRequest{Machine: r.Machine, TestId: r.TestID, FailoverId: r.FailoverID}
+	if r.Failover != nil {
+		req.Failover = pb.FromFailoverReport(*r.Failover)
+	} else {
+		req.Test = pb.FromTestReport(r.Test)
+	}
+	_, err := c.rpc.ReportRecovery(ctx, req)
 	return callError("report recovery", err)
 }
 

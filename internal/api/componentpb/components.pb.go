@@ -1042,9 +1042,10 @@ type DesiredMachine struct {
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Policy        *Policy                `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
-	Process       *Endpoint              `protobuf:"bytes,5,opt,name=process,proto3" json:"process,omitempty"` // agents: where to ship
-	Target        *Endpoint              `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`   // process servers: where to forward
-	Test          *DesiredTest           `protobuf:"bytes,7,opt,name=test,proto3" json:"test,omitempty"`       // master targets: a test failover wanted, or its removal
+	Process       *Endpoint              `protobuf:"bytes,5,opt,name=process,proto3" json:"process,omitempty"`   // agents: where to ship
+	Target        *Endpoint              `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`     // process servers: where to forward
+	Test          *DesiredTest           `protobuf:"bytes,7,opt,name=test,proto3" json:"test,omitempty"`         // master targets: a test failover wanted, or its removal
+	Failover      *DesiredFailover       `protobuf:"bytes,8,opt,name=failover,proto3" json:"failover,omitempty"` // master targets: a failover wanted (and its commit)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1128,6 +1129,100 @@ func (x *DesiredMachine) GetTest() *DesiredTest {
 	return nil
 }
 
+func (x *DesiredMachine) GetFailover() *DesiredFailover {
+	if x != nil {
+		return x.Failover
+	}
+	return nil
+}
+
+// DesiredFailover is a failover a master target should run: fence the
+// replica to epoch, export the point, start the replica machine (not
+// isolated) and hydrate; with commit, keep only the chosen point.
+type DesiredFailover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Point         string                 `protobuf:"bytes,2,opt,name=point,proto3" json:"point,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Replica       *ReplicaSpec           `protobuf:"bytes,4,opt,name=replica,proto3" json:"replica,omitempty"`
+	Network       map[string]string      `protobuf:"bytes,5,rep,name=network,proto3" json:"network,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // the driver's network settings
+	Commit        bool                   `protobuf:"varint,6,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredFailover) Reset() {
+	*x = DesiredFailover{}
+	mi := &file_components_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredFailover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredFailover) ProtoMessage() {}
+
+func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredFailover.ProtoReflect.Descriptor instead.
+func (*DesiredFailover) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DesiredFailover) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredFailover) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *DesiredFailover) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DesiredFailover) GetReplica() *ReplicaSpec {
+	if x != nil {
+		return x.Replica
+	}
+	return nil
+}
+
+func (x *DesiredFailover) GetNetwork() map[string]string {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *DesiredFailover) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
 // ReplicaSpec is the replica machine of a test failover (its network is
 // always isolated).
 type ReplicaSpec struct {
@@ -1141,7 +1236,7 @@ type ReplicaSpec struct {
 
 func (x *ReplicaSpec) Reset() {
 	*x = ReplicaSpec{}
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1248,7 @@ func (x *ReplicaSpec) String() string {
 func (*ReplicaSpec) ProtoMessage() {}
 
 func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1261,7 @@ func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpec.ProtoReflect.Descriptor instead.
 func (*ReplicaSpec) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{16}
+	return file_components_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReplicaSpec) GetName() string {
@@ -1204,7 +1299,7 @@ type DesiredTest struct {
 
 func (x *DesiredTest) Reset() {
 	*x = DesiredTest{}
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1311,7 @@ func (x *DesiredTest) String() string {
 func (*DesiredTest) ProtoMessage() {}
 
 func (x *DesiredTest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1324,7 @@ func (x *DesiredTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredTest.ProtoReflect.Descriptor instead.
 func (*DesiredTest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{17}
+	return file_components_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DesiredTest) GetId() string {
@@ -1277,7 +1372,7 @@ type TestReport struct {
 
 func (x *TestReport) Reset() {
 	*x = TestReport{}
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1384,7 @@ func (x *TestReport) String() string {
 func (*TestReport) ProtoMessage() {}
 
 func (x *TestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1397,7 @@ func (x *TestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestReport.ProtoReflect.Descriptor instead.
 func (*TestReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{18}
+	return file_components_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TestReport) GetPhase() string {
@@ -1361,18 +1456,233 @@ func (x *TestReport) GetError() string {
 	return ""
 }
 
+// Hydration is the copy of a failed-over machine's disks to standalone
+// images at the master target.
+type Hydration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Done          int64                  `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`
+	Total         int64                  `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Images        []string               `protobuf:"bytes,3,rep,name=images,proto3" json:"images,omitempty"`
+	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	CompletedAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hydration) Reset() {
+	*x = Hydration{}
+	mi := &file_components_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hydration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hydration) ProtoMessage() {}
+
+func (x *Hydration) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hydration.ProtoReflect.Descriptor instead.
+func (*Hydration) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Hydration) GetDone() int64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *Hydration) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *Hydration) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *Hydration) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *Hydration) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
+func (x *Hydration) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// FailoverReport is what a master target did of a failover.
+type FailoverReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"` // starting, running, failed, committed
+	Fenced        uint64                 `protobuf:"varint,2,opt,name=fenced,proto3" json:"fenced,omitempty"`
+	PointId       uint64                 `protobuf:"varint,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	PointTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=point_time,json=pointTime,proto3" json:"point_time,omitempty"`
+	Export        string                 `protobuf:"bytes,5,opt,name=export,proto3" json:"export,omitempty"`
+	Disks         []string               `protobuf:"bytes,6,rep,name=disks,proto3" json:"disks,omitempty"`
+	Machine       string                 `protobuf:"bytes,7,opt,name=machine,proto3" json:"machine,omitempty"`
+	MachineState  string                 `protobuf:"bytes,8,opt,name=machine_state,json=machineState,proto3" json:"machine_state,omitempty"`
+	Hydration     *Hydration             `protobuf:"bytes,9,opt,name=hydration,proto3" json:"hydration,omitempty"`
+	Released      int64                  `protobuf:"varint,10,opt,name=released,proto3" json:"released,omitempty"`
+	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverReport) Reset() {
+	*x = FailoverReport{}
+	mi := &file_components_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverReport) ProtoMessage() {}
+
+func (x *FailoverReport) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverReport.ProtoReflect.Descriptor instead.
+func (*FailoverReport) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *FailoverReport) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *FailoverReport) GetFenced() uint64 {
+	if x != nil {
+		return x.Fenced
+	}
+	return 0
+}
+
+func (x *FailoverReport) GetPointId() uint64 {
+	if x != nil {
+		return x.PointId
+	}
+	return 0
+}
+
+func (x *FailoverReport) GetPointTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PointTime
+	}
+	return nil
+}
+
+func (x *FailoverReport) GetExport() string {
+	if x != nil {
+		return x.Export
+	}
+	return ""
+}
+
+func (x *FailoverReport) GetDisks() []string {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+func (x *FailoverReport) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *FailoverReport) GetMachineState() string {
+	if x != nil {
+		return x.MachineState
+	}
+	return ""
+}
+
+func (x *FailoverReport) GetHydration() *Hydration {
+	if x != nil {
+		return x.Hydration
+	}
+	return nil
+}
+
+func (x *FailoverReport) GetReleased() int64 {
+	if x != nil {
+		return x.Released
+	}
+	return 0
+}
+
+func (x *FailoverReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ReportRecoveryRequest carries a test failover's report (test_id, test)
+// or a failover's (failover_id, failover).
 type ReportRecoveryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Machine       string                 `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`             // the machine ID
 	TestId        string                 `protobuf:"bytes,2,opt,name=test_id,json=testId,proto3" json:"test_id,omitempty"` // the DesiredTest's id
 	Test          *TestReport            `protobuf:"bytes,3,opt,name=test,proto3" json:"test,omitempty"`
+	FailoverId    string                 `protobuf:"bytes,4,opt,name=failover_id,json=failoverId,proto3" json:"failover_id,omitempty"` // the DesiredFailover's id
+	Failover      *FailoverReport        `protobuf:"bytes,5,opt,name=failover,proto3" json:"failover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportRecoveryRequest) Reset() {
 	*x = ReportRecoveryRequest{}
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1694,7 @@ func (x *ReportRecoveryRequest) String() string {
 func (*ReportRecoveryRequest) ProtoMessage() {}
 
 func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1707,7 @@ func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{19}
+	return file_components_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportRecoveryRequest) GetMachine() string {
@@ -1421,6 +1731,20 @@ func (x *ReportRecoveryRequest) GetTest() *TestReport {
 	return nil
 }
 
+func (x *ReportRecoveryRequest) GetFailoverId() string {
+	if x != nil {
+		return x.FailoverId
+	}
+	return ""
+}
+
+func (x *ReportRecoveryRequest) GetFailover() *FailoverReport {
+	if x != nil {
+		return x.Failover
+	}
+	return nil
+}
+
 type ReportRecoveryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1429,7 +1753,7 @@ type ReportRecoveryResponse struct {
 
 func (x *ReportRecoveryResponse) Reset() {
 	*x = ReportRecoveryResponse{}
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1765,7 @@ func (x *ReportRecoveryResponse) String() string {
 func (*ReportRecoveryResponse) ProtoMessage() {}
 
 func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1778,7 @@ func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{20}
+	return file_components_proto_rawDescGZIP(), []int{23}
 }
 
 // Desired is a component's desired state; version is a hash of the
@@ -1469,7 +1793,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1805,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1818,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{21}
+	return file_components_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Desired) GetVersion() string {
@@ -1595,7 +1919,7 @@ const file_components_proto_rawDesc = "" +
 	"\x0fbandwidth_limit\x18\a \x01(\x03R\x0ebandwidthLimit\"4\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xa1\x02\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe2\x02\n" +
 	"\x0eDesiredMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1603,7 +1927,18 @@ const file_components_proto_rawDesc = "" +
 	"\x06policy\x18\x04 \x01(\v2\x1a.standby.control.v1.PolicyR\x06policy\x126\n" +
 	"\aprocess\x18\x05 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x124\n" +
 	"\x06target\x18\x06 \x01(\v2\x1c.standby.control.v1.EndpointR\x06target\x123\n" +
-	"\x04test\x18\a \x01(\v2\x1f.standby.control.v1.DesiredTestR\x04test\"T\n" +
+	"\x04test\x18\a \x01(\v2\x1f.standby.control.v1.DesiredTestR\x04test\x12?\n" +
+	"\bfailover\x18\b \x01(\v2#.standby.control.v1.DesiredFailoverR\bfailover\"\xa8\x02\n" +
+	"\x0fDesiredFailover\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05point\x18\x02 \x01(\tR\x05point\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x129\n" +
+	"\areplica\x18\x04 \x01(\v2\x1f.standby.control.v1.ReplicaSpecR\areplica\x12J\n" +
+	"\anetwork\x18\x05 \x03(\v20.standby.control.v1.DesiredFailover.NetworkEntryR\anetwork\x12\x16\n" +
+	"\x06commit\x18\x06 \x01(\bR\x06commit\x1a:\n" +
+	"\fNetworkEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
 	"\vReplicaSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x03R\x04cpus\x12\x1d\n" +
@@ -1624,11 +1959,35 @@ const file_components_proto_rawDesc = "" +
 	"\x05disks\x18\x05 \x03(\tR\x05disks\x12\x18\n" +
 	"\amachine\x18\x06 \x01(\tR\amachine\x12#\n" +
 	"\rmachine_state\x18\a \x01(\tR\fmachineState\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"~\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xbe\x01\n" +
+	"\tHydration\x12\x12\n" +
+	"\x04done\x18\x01 \x01(\x03R\x04done\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x16\n" +
+	"\x06images\x18\x03 \x03(\tR\x06images\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12=\n" +
+	"\fcompleted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xf0\x02\n" +
+	"\x0eFailoverReport\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x16\n" +
+	"\x06fenced\x18\x02 \x01(\x04R\x06fenced\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\x04R\apointId\x129\n" +
+	"\n" +
+	"point_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tpointTime\x12\x16\n" +
+	"\x06export\x18\x05 \x01(\tR\x06export\x12\x14\n" +
+	"\x05disks\x18\x06 \x03(\tR\x05disks\x12\x18\n" +
+	"\amachine\x18\a \x01(\tR\amachine\x12#\n" +
+	"\rmachine_state\x18\b \x01(\tR\fmachineState\x12;\n" +
+	"\thydration\x18\t \x01(\v2\x1d.standby.control.v1.HydrationR\thydration\x12\x1a\n" +
+	"\breleased\x18\n" +
+	" \x01(\x03R\breleased\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\"\xdf\x01\n" +
 	"\x15ReportRecoveryRequest\x12\x18\n" +
 	"\amachine\x18\x01 \x01(\tR\amachine\x12\x17\n" +
 	"\atest_id\x18\x02 \x01(\tR\x06testId\x122\n" +
-	"\x04test\x18\x03 \x01(\v2\x1e.standby.control.v1.TestReportR\x04test\"\x18\n" +
+	"\x04test\x18\x03 \x01(\v2\x1e.standby.control.v1.TestReportR\x04test\x12\x1f\n" +
+	"\vfailover_id\x18\x04 \x01(\tR\n" +
+	"failoverId\x12>\n" +
+	"\bfailover\x18\x05 \x01(\v2\".standby.control.v1.FailoverReportR\bfailover\"\x18\n" +
 	"\x16ReportRecoveryResponse\"c\n" +
 	"\aDesired\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12>\n" +
@@ -1653,7 +2012,7 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_components_proto_goTypes = []any{
 	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
 	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
@@ -1671,57 +2030,68 @@ var file_components_proto_goTypes = []any{
 	(*Policy)(nil),                 // 13: standby.control.v1.Policy
 	(*Endpoint)(nil),               // 14: standby.control.v1.Endpoint
 	(*DesiredMachine)(nil),         // 15: standby.control.v1.DesiredMachine
-	(*ReplicaSpec)(nil),            // 16: standby.control.v1.ReplicaSpec
-	(*DesiredTest)(nil),            // 17: standby.control.v1.DesiredTest
-	(*TestReport)(nil),             // 18: standby.control.v1.TestReport
-	(*ReportRecoveryRequest)(nil),  // 19: standby.control.v1.ReportRecoveryRequest
-	(*ReportRecoveryResponse)(nil), // 20: standby.control.v1.ReportRecoveryResponse
-	(*Desired)(nil),                // 21: standby.control.v1.Desired
-	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 23: google.protobuf.Duration
+	(*DesiredFailover)(nil),        // 16: standby.control.v1.DesiredFailover
+	(*ReplicaSpec)(nil),            // 17: standby.control.v1.ReplicaSpec
+	(*DesiredTest)(nil),            // 18: standby.control.v1.DesiredTest
+	(*TestReport)(nil),             // 19: standby.control.v1.TestReport
+	(*Hydration)(nil),              // 20: standby.control.v1.Hydration
+	(*FailoverReport)(nil),         // 21: standby.control.v1.FailoverReport
+	(*ReportRecoveryRequest)(nil),  // 22: standby.control.v1.ReportRecoveryRequest
+	(*ReportRecoveryResponse)(nil), // 23: standby.control.v1.ReportRecoveryResponse
+	(*Desired)(nil),                // 24: standby.control.v1.Desired
+	nil,                            // 25: standby.control.v1.DesiredFailover.NetworkEntry
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	22, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	22, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	26, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	26, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
 	3,  // 5: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
 	4,  // 6: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	22, // 7: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 7: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
 	6,  // 8: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	22, // 9: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	26, // 9: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
 	8,  // 10: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	23, // 11: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	23, // 12: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	23, // 13: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	23, // 14: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	27, // 11: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	27, // 12: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	27, // 13: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	27, // 14: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
 	12, // 15: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	23, // 16: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	22, // 17: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	27, // 16: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	26, // 17: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
 	13, // 18: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
 	14, // 19: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
 	14, // 20: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
-	17, // 21: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
-	16, // 22: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	22, // 23: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	18, // 24: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
-	15, // 25: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 26: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 27: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	9,  // 28: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	11, // 29: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	19, // 30: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 31: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	7,  // 32: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	10, // 33: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	21, // 34: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	20, // 35: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	31, // [31:36] is the sub-list for method output_type
-	26, // [26:31] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	18, // 21: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
+	16, // 22: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
+	17, // 23: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
+	25, // 24: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	17, // 25: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	26, // 26: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	26, // 27: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	26, // 28: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	20, // 29: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
+	19, // 30: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	21, // 31: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
+	15, // 32: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 33: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 34: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	9,  // 35: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	11, // 36: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	22, // 37: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 38: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	7,  // 39: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	10, // 40: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	24, // 41: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	23, // 42: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -1735,7 +2105,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -167,3 +167,22 @@ func ToTestReport(r *TestReport) control.TestReport {
 	return control.TestReport{Phase: control.TestPhase(r.GetPhase()), PointID: r.GetPointId(), PointTime: ToTime(r.GetPointTime()),
 		Export: r.GetExport(), Disks: r.GetDisks(), Machine: r.GetMachine(), MachineState: r.GetMachineState(), Error: r.GetError()}
 }
+
+// FromFailoverReport maps a master target's failover report (ReportedAt
+// is the server's to set: not sent).
+func FromFailoverReport(r control.FailoverReport) *FailoverReport {
+	h := r.Hydration
+	return &FailoverReport{Phase: string(r.Phase), Fenced: r.Fenced, PointId: r.PointID, PointTime: FromTime(r.PointTime),
+		Export: r.Export, Disks: r.Disks, Machine: r.Machine, MachineState: r.MachineState, Released: int64(r.Released), Error: r.Error,
+		Hydration: &Hydration{Done: h.Done, Total: h.Total, Images: h.Images, Complete: h.Complete, CompletedAt: FromTime(h.CompletedAt), Error: h.Error}}
+}
+
+// ToFailoverReport maps a report back.
+func ToFailoverReport(r *FailoverReport) control.FailoverReport {
+	h := r.GetHydration()
+	return control.FailoverReport{Phase: control.FailoverPhase(r.GetPhase()), Fenced: r.GetFenced(), PointID: r.GetPointId(),
+		PointTime: ToTime(r.GetPointTime()), Export: r.GetExport(), Disks: r.GetDisks(), Machine: r.GetMachine(),
+		MachineState: r.GetMachineState(), Released: int(r.GetReleased()), Error: r.GetError(),
+		Hydration: control.Hydration{Done: h.GetDone(), Total: h.GetTotal(), Images: h.GetImages(), Complete: h.GetComplete(),
+			CompletedAt: ToTime(h.GetCompletedAt()), Error: h.GetError()}}
+}
