@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/standby
 
-.PHONY: help build test bench bench-capture bench-replication bench-control demo fuzz soak clean
+.PHONY: help build test bench bench-capture bench-replication bench-control bench-recovery demo fuzz soak clean
 help:
 	@echo "build          build $(BIN)"
 	@echo "test           the whole test suite (installs Debian test packages if missing)"
@@ -11,6 +11,7 @@ help:
 	@echo "bench-capture  fio through the agent vs qemu-nbd and nbdkit"
 	@echo "bench-replication  agent, process server and master target vs rsync and restic"
 	@echo "bench-control  1,000 simulated agents against one configuration server"
+	@echo "bench-recovery test failover (1 GiB, 64 GiB sparse), failover and hydration"
 	@echo "fuzz           run each fuzz target for FUZZTIME (default 30s)"
 	@echo "soak           SIGKILL trials of agent, process server and master target (SOAK_TRIALS, default 300)"
 
@@ -23,7 +24,7 @@ test:
 demo: build
 	./$(BIN) demo
 
-bench: bench-capture bench-replication bench-control
+bench: bench-capture bench-replication bench-control bench-recovery
 
 bench-capture: build
 	./scripts/bench-capture.sh
@@ -33,6 +34,9 @@ bench-replication: build
 
 bench-control: build
 	./scripts/bench-control.sh
+
+bench-recovery: build
+	./scripts/bench-recovery.sh
 
 FUZZTIME ?= 30s
 fuzz:
