@@ -79,7 +79,7 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request) (any, error) {
 	var job control.Job
 	m, err := s.startFailover(ctx, name, req)
 	if err == nil {
-		job, err = s.o.Jobs.Submit(ctx, JobFailover, "machine/"+m.Name, FailoverJobParams{Machine: m.ID, Failover: m.Failover.ID}, principalOf(ctx).actor())
+		job, err = s.o.Jobs.Submit(ctx, JobFailover, failoverObject(m.Name), FailoverJobParams{Machine: m.ID, Failover: m.Failover.ID}, principalOf(ctx).actor())
 	}
 	detail := "point " + req.Point
 	if err == nil {
@@ -143,13 +143,13 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) (any, error) {
 	err := error(errorf(http.StatusNotImplemented, "this server runs no jobs"))
 	if s.o.Jobs != nil {
 		m, err = s.moveFailover(ctx, name, func(m *control.Machine) error {
-			if err := control.CheckTestFailover(m.Name, m.TestFailover, control.EventCommit); err != nil {
-				return errorf(http.StatusConflict, "%v", err)
-			}
 			// The state moves when the master target reports the
 			// history released; until then it stays failed-over.
 			if _, err := control.Transition(m.State, control.EventCommit); err != nil {
 				return errorf(http.StatusConflict, "machine %s: %v", name, err)
+			}
+			if err := control.CheckTestFailover(m.Name, m.TestFailover, control.EventCommit); err != nil {
+				return errorf(http.StatusConflict, "%v", err)
 			}
 			if m.Failover == nil {
 				return errorf(http.StatusConflict, "machine %s: no failover recorded to commit", name)
@@ -161,7 +161,7 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) (any, error) {
 		})
 	}
 	if err == nil {
-		job, err = s.o.Jobs.Submit(ctx, JobCommit, "machine/"+m.Name, FailoverJobParams{Machine: m.ID, Failover: m.Failover.ID}, principalOf(ctx).actor())
+		job, err = s.o.Jobs.Submit(ctx, JobCommit, failoverObject(m.Name), FailoverJobParams{Machine: m.ID, Failover: m.Failover.ID}, principalOf(ctx).actor())
 	}
 	detail := "job " + job.ID
 	if err == nil {
@@ -173,6 +173,11 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	return failoverResponse{Machine: m, Job: job}, nil
 }
+
+// failoverObject is the job object of a machine's failover and commit
+// jobs: they run one at a time, but not behind a test failover job that
+// waits for its replica machine (a disaster does not queue behind a test).
+func failoverObject(name string) string { return "machine/" + name + "/failover" }
 
 // moveFailover lets change check and change machine name, stores it and
 // publishes the desired state.

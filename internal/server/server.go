@@ -169,6 +169,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s.jobs = &orchestrate.Runner{Store: st, Log: o.Log, Now: o.Now, Planners: map[string]orchestrate.Planner{
 		JobProtect:          orchestrate.PlannerFunc(s.protectPlanner),
 		api.JobTestFailover: orchestrate.PlannerFunc(s.testFailoverPlanner),
+		api.JobFailover:     orchestrate.PlannerFunc(s.failoverPlanner),
+		api.JobCommit:       orchestrate.PlannerFunc(s.commitPlanner),
 		api.JobTestCleanup:  orchestrate.PlannerFunc(s.testCleanupPlanner),
 	}}
 	regHandler := s.reg.Handler()
