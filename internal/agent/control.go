@@ -321,6 +321,14 @@ func (c *controller) desiredLoop(ctx context.Context) {
 // ships to the process server named, or stops shipping. With save, the
 // entry is kept for a restart while the server is unreachable.
 func (c *controller) apply(d *api.DesiredMachine, save bool) {
+	if d != nil && d.Epoch > c.a.machine.Stats().Epoch {
+		// Failed over: the master target holds the newer epoch and
+		// refuses this journal's segments; do not even try.
+		why := fmt.Sprintf("fenced: the machine was failed over (epoch %d, this journal's %d); shipping stopped", d.Epoch, c.a.machine.Stats().Epoch)
+		c.log.Error(why)
+		c.a.ship.fence(why)
+		d = &api.DesiredMachine{ID: d.ID, Name: d.Name, Epoch: d.Epoch, Policy: d.Policy} // no process server
+	}
 	var p *peer
 	if d != nil && d.Process != nil && d.Process.Address != "" {
 		p = managedPeer(d.Process.Address, d.Process.ID, c.cfg.Identity, &c.revoked)

@@ -62,6 +62,9 @@ func (p *peer) same(q *peer) bool {
 // untouched, so the next session's comparison sends only what differs.
 func (s *shipper) setPeer(p *peer) {
 	s.mu.Lock()
+	if s.fenced != "" {
+		p = nil
+	}
 	if s.peer.same(p) {
 		s.mu.Unlock()
 		return
@@ -79,6 +82,20 @@ func (s *shipper) setPeer(p *peer) {
 	}
 }
 
+// fence stops shipping for good in this process (the machine was failed
+// over: the desired state names a newer epoch than the journal's); why
+// is the status's last error.
+func (s *shipper) fence(why string) {
+	s.mu.Lock()
+	s.fenced = why
+	s.mu.Unlock()
+	s.setPeer(nil)
+	s.mu.Lock()
+	s.st.enter(ReplFenced)
+	s.st.Server, s.st.LastError = "", why
+	s.mu.Unlock()
+}
+
 // currentPeer is where the shipper sends now, or nil.
 func (s *shipper) currentPeer() *peer {
 	s.mu.Lock()
@@ -92,10 +109,14 @@ func (s *shipper) waitPeer(ctx context.Context) bool {
 	for {
 		s.mu.Lock()
 		p := s.peer
-		if p == nil {
+		switch {
+		case s.fenced != "":
+			s.st.enter(ReplFenced)
+			s.st.Server, s.st.LastError = "", s.fenced
+		case p == nil:
 			s.st.enter(ReplIdle)
 			s.st.Server, s.st.LastError = "", ""
-		} else {
+		default:
 			s.st.Server = p.addr
 			if s.st.State == ReplIdle {
 				s.st.enter(ReplConnecting)

@@ -94,6 +94,10 @@ type shipper struct {
 	sealNow chan struct{} // an operator's bookmark: ship it without waiting for the interval
 
 	endSession context.CancelFunc // ends the current session (guarded by mu)
+	// fenced is why shipping stopped for good in this process: the
+	// configuration server's desired state carries a newer epoch than
+	// the journal's (a failover; guarded by mu). setPeer is ignored then.
+	fenced string
 
 	copyLeft atomic.Int64 // bytes of the copy in progress not sent yet
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/standby-dr/standby/internal/nbd"
@@ -40,6 +41,10 @@ type Overlay struct {
 
 	mu     sync.RWMutex // writers hold it exclusively; readers shared
 	closed bool
+	// writes counts write-like calls, each counted before it releases mu:
+	// a copier that saw the count unchanged across a pass over the
+	// overlay's blocks read a state no write was changing (hydration).
+	writes atomic.Uint64
 }
 
 var _ nbd.Backend = (*Overlay)(nil)
@@ -138,6 +143,19 @@ func (o *Overlay) Blocks() int64 {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	return o.bm.count
+}
+
+// Writes counts the write, zero and trim calls made so far (since the
+// overlay was opened).
+func (o *Overlay) Writes() uint64 { return o.writes.Load() }
+
+// HasBlock says whether block k (of OverlayBlockSize bytes) is in the
+// overlay: written, zeroed or trimmed since the overlay was made. A block
+// that is not reads as the recovery point, which never changes.
+func (o *Overlay) HasBlock(k int64) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return k >= 0 && k*OverlayBlockSize < o.size && o.bm.get(k)
 }
 
 // Close flushes nothing (Flush is the client's to call) and closes the
@@ -271,6 +289,7 @@ func (o *Overlay) Trim(ctx context.Context, off, length int64, fua bool) error {
 func (o *Overlay) change(ctx context.Context, off, n int64, merge func(b []byte, at int64), whole func(from, to int64) error) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer o.writes.Add(1)
 	if err := o.check(off, n); err != nil {
 		return err
 	}

@@ -101,6 +101,7 @@ func (t *Target) saveTestRecord(r *testRecord) error {
 // done: the records on disk stay as they are.
 func (t *Target) testLoop(ctx context.Context) {
 	st := &testState{records: t.loadTestRecords(), sent: map[string]api.RecoveryReport{}}
+	fst := newFailoverState(t) // failovers follow the same desired state (failover.go)
 	out := outage{log: t.log, what: "desired state from the configuration server"}
 	have := ""
 	var cur *api.Desired
@@ -114,6 +115,7 @@ func (t *Target) testLoop(ctx context.Context) {
 			cur, have = &d, d.Version
 		}
 		if cur != nil {
+			t.reconcileFailovers(ctx, fst, *cur)
 			t.reconcileTests(ctx, st, *cur)
 		}
 		if err != nil && !sleep(ctx, testLook) {
