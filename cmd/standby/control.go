@@ -219,6 +219,23 @@ func printMachine(w io.Writer, raw json.RawMessage) error {
 	for _, d := range m.Disks {
 		fmt.Fprintf(w, "disk      %s %d bytes\n", d.Name, d.Size)
 	}
+	if f := m.Failover; f != nil {
+		rep := f.Report
+		fmt.Fprintf(w, "failover  point %s -> %d, epoch %d, replica %s, %s, export %s, machine %s %s\n", f.Point, rep.PointID, f.Epoch,
+			f.Replica.Name, orDash(string(rep.Phase)), orDash(rep.Export), orDash(rep.Machine), orDash(rep.MachineState))
+		h := rep.Hydration
+		state := "in progress"
+		switch {
+		case h.Error != "":
+			state = "failed: " + h.Error
+		case h.Complete:
+			state = "complete"
+		}
+		fmt.Fprintf(w, "hydration %d of %d bytes, %s\n", h.Done, h.Total, state)
+		if rep.Error != "" {
+			fmt.Fprintf(w, "          error: %s\n", rep.Error)
+		}
+	}
 	return nil
 }
 

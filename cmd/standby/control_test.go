@@ -16,6 +16,8 @@ func TestCLICoversTheUserAPI(t *testing.T) {
 		"GET /v1/openapi.json":                   "(a document, not an operation)",
 		"POST /v1/machines/{name}/test-failover": "machines test-failover", // follows the job with --wait
 		"POST /v1/machines/{name}/test-cleanup":  "machines test-cleanup",
+		"POST /v1/machines/{name}/failover":      "machines failover", // follows the job with --wait
+		"POST /v1/machines/{name}/commit":        "machines commit",
 	}
 	param := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, c := range apiCommands() {

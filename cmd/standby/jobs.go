@@ -19,7 +19,7 @@ import (
 // bar), jobs cancel.
 
 func jobCommands() []command {
-	return []command{newProtectCommand(), newJobsShowCommand(), newTestFailoverCommand(), newTestCleanupCommand()}
+	return []command{newProtectCommand(), newJobsShowCommand(), newTestFailoverCommand(), newTestCleanupCommand(), newFailoverCommand(), newCommitCommand()}
 }
 
 func newProtectCommand() command {

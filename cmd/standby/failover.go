@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/standby-dr/standby/internal/control"
+)
+
+// machines failover and commit: each submits a job (the API moves the
+// machine's protection state first, refusing with the events allowed);
+// --wait follows the job as `machines protect --wait` does.
+
+func newFailoverCommand() command {
+	const name = "machines failover"
+	return command{name: name, short: "fail a machine over to the master target: fence the old primary, export the point, start the replica machine, hydrate (a job; --wait follows it)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "NAME [--point latest|latest-app|ID|TIME] [--replica NAME] [--cpus N] [--memory MIB] [--net KEY=VALUE]... [--wait] [-o json]")
+			point := fs.String("point", "latest", "the recovery point: latest, latest-app, a point id or an RFC 3339 time")
+			var spec control.ReplicaSpec
+			fs.StringVar(&spec.Name, "replica", "", "the replica machine's name (default NAME)")
+			fs.IntVar(&spec.CPUs, "cpus", 0, "the replica machine's CPUs (default: the driver's)")
+			fs.IntVar(&spec.MemoryMiB, "memory", 0, "the replica machine's memory in MiB (default: the driver's)")
+			network := map[string]string{}
+			fs.Func("net", "a network setting of the driver, KEY=VALUE (qemu: mode, bridge, ...; exec: STANDBY_NET_KEY); repeatable", func(s string) error {
+				k, v, ok := strings.Cut(s, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("want KEY=VALUE, got %q", s)
+				}
+				network[k] = v
+				return nil
+			})
+			return runFailoverJob(ctx, e, fs, args, name, "failover", func() any {
+				return map[string]any{"point": *point, "machine": spec, "network": network}
+			})
+		}}
+}
+
+func newCommitCommand() command {
+	const name = "machines commit"
+	return command{name: name, short: "commit a failover: the failed-over point becomes final, every other point is released (a job; --wait follows it)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "NAME [--wait] [-o json]")
+			return runFailoverJob(ctx, e, fs, args, name, "commit", func() any { return map[string]any{} })
+		}}
+}
+
+// runFailoverJob parses the common flags, makes the call and prints or
+// follows the job.
+func runFailoverJob(ctx context.Context, e *env, fs *flag.FlagSet, args []string, name, call string, body func() any) error {
+	af := addAPIFlags(fs)
+	wait := fs.Bool("wait", false, "wait until the job ends, showing progress")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("usage: standby %s NAME", name)
+	}
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := cl.Do(ctx, "POST", "/v1/machines/"+esc(pos[0])+"/"+call, body(), &raw); err != nil {
+		return err
+	}
+	var r struct {
+		Machine control.Machine `json:"machine"`
+		Job     control.Job     `json:"job"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	if *wait {
+		return followJob(ctx, e, cl, r.Job.ID, *af.output)
+	}
+	if *af.output == "json" {
+		return printJSON(e.stdout, raw)
+	}
+	fmt.Fprintf(e.stdout, "machine %s: %s, epoch %d; job %s follows it (standby jobs show %s --wait)\n", r.Machine.Name, r.Machine.State, r.Machine.Epoch, r.Job.ID, r.Job.ID)
+	return nil
+}
