@@ -53,7 +53,7 @@ func TestHydrationWhileWriting(t *testing.T) {
 			for j := range b {
 				b[j] = byte(i + j)
 			}
-			off := int64(rnd.IntN(size/4096-2)) * 4096
+			off := int64(rnd.IntN(8<<20/4096-2)) * 4096 // the last 16 MiB stay zero
 			if err := ov.WriteAt(ctx, b, off, false); err != nil {
 				t.Error(err)
 				return
@@ -81,7 +81,7 @@ func TestHydrationWhileWriting(t *testing.T) {
 		t.Fatal("the hydrated image differs from the overlay's content")
 	}
 	var st syscall.Stat_t
-	if err := syscall.Stat(h.st.Images[0], &st); err == nil && st.Blocks*512 > size/2 {
+	if err := syscall.Stat(h.st.Images[0], &st); err == nil && st.Blocks*512 > 10<<20 {
 		t.Errorf("the image takes %d bytes for a disk of %d mostly zero: not sparse", st.Blocks*512, size)
 	}
 	if h.st.Done != size {
@@ -89,38 +89,5 @@ func TestHydrationWhileWriting(t *testing.T) {
 	}
 	if _, err := os.Stat(h.st.Images[0] + ".part"); !os.IsNotExist(err) {
 		t.Fatalf("the .part file is left: %v", err)
-	}
-}
-
-// A machine that never stops writing: hydration gives up with an error
-// after the catch-up passes, rather than claim an image it cannot have.
-func TestHydrationGivesUpOnEndlessWrites(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := t.TempDir()
-	const size = 4 << 20
-	ov, err := replica.CreateOverlay(filepath.Join(dir, "ov"), bytes.NewReader(make([]byte, size)), size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ov.Close()
-	done := make(chan struct{})
-	go func() {
-		b := []byte("x")
-		for ctx.Err() == nil {
-			ov.WriteAt(ctx, b, 0, false)
-		}
-		close(done)
-	}()
-	h := &hydration{}
-	h.st.Total = size
-	h.st.Images = []string{filepath.Join(dir, "0-vda.img")}
-	for ov.Writes() == 0 {
-	}
-	err = h.run(ctx, []*replica.Overlay{ov})
-	cancel()
-	<-done
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("kept writing")) {
-		t.Fatalf("hydration under endless writes: %v", err)
 	}
 }
