@@ -181,7 +181,9 @@ driver:
 	}, func() string { return srv.cli("machines", "show", "web01") })
 	time.Sleep(2 * time.Second) // give anything it might still send time to arrive
 	after := targetReplica(t, md.tgtStatus)
-	if after.Applied != before.Applied || after.Segments != before.Segments || after.Epoch != 2 {
+	// (Retention may release segments meanwhile: fewer is fine, more or a
+	// new applied position is not.)
+	if after.Applied != before.Applied || after.Segments > before.Segments || after.Epoch != 2 {
 		t.Fatalf("the replica changed after the old agent came back: %+v, before %+v", after, before)
 	}
 

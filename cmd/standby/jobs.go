@@ -125,6 +125,7 @@ func followJob(ctx context.Context, e *env, cl *client.Client, id, output string
 	var j control.Job
 	var raw json.RawMessage
 	last := ""
+	start := time.Now()
 	for {
 		if err := cl.Do(ctx, "GET", "/v1/jobs/"+esc(id), nil, &raw); err != nil {
 			return err
@@ -142,10 +143,16 @@ func followJob(ctx context.Context, e *env, cl *client.Client, id, output string
 		if j.State.Done() {
 			break
 		}
+		// Often at first (most jobs that end quickly end within seconds),
+		// then every half second.
+		every := 500 * time.Millisecond
+		if time.Since(start) < 5*time.Second {
+			every = 100 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(every):
 		}
 	}
 	if output == "json" {

@@ -22,7 +22,9 @@ type protectParams struct {
 	Machine string `json:"machine"` // the machine's ID
 }
 
-// jobPoll is how often a waiting step looks at the machine again.
+// jobPoll is how often a waiting step looks at the machine again when
+// nothing wakes it (a machine written through the server wakes it at
+// once: changes).
 const jobPoll = time.Second
 
 // protectPlanner follows a machine from enabling to protected: the
@@ -73,6 +75,7 @@ func (s *Server) waitMachine(ctx context.Context, r *orchestrate.StepRun, id str
 	t := time.NewTicker(jobPoll)
 	defer t.Stop()
 	for {
+		changed := s.changes.wait() // before reading: no change is missed
 		m, err := s.st.GetMachine(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return orchestrate.Permanent(fmt.Errorf("machine %s is gone", id))
@@ -91,6 +94,7 @@ func (s *Server) waitMachine(ctx context.Context, r *orchestrate.StepRun, id str
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-changed:
 		case <-t.C:
 		}
 	}

@@ -66,6 +66,7 @@ type Server struct {
 	previous map[string]control.ReplicationReport // last assessed report per machine
 
 	verified verifiedCerts
+	changes  changes // machines written: waiting jobs look again
 }
 
 // verifiedCerts remembers the certificates whose chain was verified: a
@@ -159,7 +160,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	validity, _ := parseValidity(o.Config.CertValidity)
-	s := &Server{o: o, st: st, ca: ca, cert: cert, previous: map[string]control.ReplicationReport{}, hooks: newWebhook(o.Config.AlertWebhook, o.Log)}
+	s := &Server{o: o, ca: ca, cert: cert, previous: map[string]control.ReplicationReport{}, hooks: newWebhook(o.Config.AlertWebhook, o.Log)}
+	s.st = notifyingStore{Store: st, c: &s.changes}
 	s.reg = &trust.Registrar{CA: ca, Store: st, Validity: validity, Now: o.Now, Log: o.Log,
 		Audit: func(ctx context.Context, e control.AuditEntry) {
 			if _, err := st.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
@@ -179,7 +181,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	// the API on every call, against the store.
 	verifier := &trust.Verifier{Roots: ca.Pool(), Roles: control.Roles, Now: o.Now}
 	s.api, err = api.New(api.Options{
-		Store: st, Log: o.Log, Now: o.Now, Version: o.Version,
+		Store: s.st, Log: o.Log, Now: o.Now, Version: o.Version,
 		Identify: func(r *http.Request) (api.Identity, error) {
 			if r.TLS == nil {
 				return api.Identity{}, errors.New("component calls need TLS with a client certificate")
