@@ -181,7 +181,7 @@ test_failover() { # NAME -> prints seconds
   c0=$(now)
   out=$(cli machines test-failover "$n" --point latest --wait -o json 2>&1) || die "test failover of $n: $out"
   c1=$(now)
-  echo "bench-recovery:   (the CLI's --wait returned after $(elapsed "$c0" "$c1") s: it polls the job every 0.5 s, the job looks at the machine every second)" >&2
+  echo "bench-recovery:   (the CLI's --wait returned after $(elapsed "$c0" "$c1") s)" >&2
   local m
   m=$(cli machines show "$n" -o json)
   req=$(jq -r '.test.requested_at' <<<"$m")
