@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/standby-dr/standby/internal/blockmap"
 	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/replica"
 )
@@ -134,23 +135,12 @@ func (h *hydration) run(ctx context.Context, ovs []*replica.Overlay) error {
 			return err
 		}
 	}
-	buf := make([]byte, hydrateChunk)
 	for i, ov := range ovs {
-		for off := int64(0); off < ov.Size(); off += hydrateChunk {
-			b := buf[:min(hydrateChunk, ov.Size()-off)]
-			if err := ov.ReadAt(ctx, b, off); err != nil {
-				return fmt.Errorf("read disk %d at %d: %w", i, off, err)
-			}
-			if !allZero(b) {
-				if _, err := files[i].WriteAt(b, off); err != nil {
-					return err
-				}
-			}
-			h.mu.Lock()
-			h.st.Done += int64(len(b))
-			h.mu.Unlock()
+		if err := h.firstPass(ctx, ov, files[i]); err != nil {
+			return fmt.Errorf("disk %d: %w", i, err)
 		}
 	}
+	buf := make([]byte, hydrateChunk)
 	for i, ov := range ovs {
 		settled := false
 		for range hydrateRounds {
@@ -182,6 +172,61 @@ func (h *hydration) run(ctx context.Context, ovs []*replica.Overlay) error {
 }
 
 // catchUp copies every block the overlay holds, in runs.
+// hydrateReaders is how many chunks the first pass reads at once: the
+// disk and the export answer several requests faster than one at a time.
+const hydrateReaders = 4
+
+// firstPass copies every chunk of ov that is not all zeros into f, with
+// hydrateReaders reads in flight (chunks are independent: each is
+// written at its own offset).
+func (h *hydration) firstPass(ctx context.Context, ov *replica.Overlay, f *os.File) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	offs := make(chan int64)
+	errs := make(chan error, hydrateReaders)
+	var wg sync.WaitGroup
+	for range hydrateReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, hydrateChunk)
+			for off := range offs {
+				b := buf[:min(hydrateChunk, ov.Size()-off)]
+				err := ov.ReadAt(ctx, b, off)
+				if err != nil {
+					err = fmt.Errorf("read at %d: %w", off, err)
+				} else if !blockmap.AllZero(b) {
+					_, err = f.WriteAt(b, off)
+				}
+				if err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+				h.mu.Lock()
+				h.st.Done += int64(len(b))
+				h.mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for off := int64(0); off < ov.Size(); off += hydrateChunk {
+		select {
+		case offs <- off:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(offs)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return ctx.Err()
+	}
+}
+
 func catchUp(ctx context.Context, ov *replica.Overlay, f *os.File, buf []byte) error {
 	const bs = replica.OverlayBlockSize
 	blocks := (ov.Size() + bs - 1) / bs
@@ -204,21 +249,6 @@ func catchUp(ctx context.Context, ov *replica.Overlay, f *os.File, buf []byte) e
 		}
 	}
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // safeFileName keeps a disk name usable as a file name.
