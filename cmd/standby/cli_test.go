@@ -89,7 +89,8 @@ func TestTwoSiteDemo(t *testing.T) {
 		t.Fatalf("demo exit %d:\n%s\n%s", code, out, errs)
 	}
 	// It goes through the configuration server, and says nothing alarming.
-	for _, want := range []string{"configuration server on", "joined with a one-time token", "job succeeded: machine web01 is protected", "in the server's catalogue"} {
+	for _, want := range []string{"configuration server on", "joined with a one-time token", "job succeeded: machine web01 is protected", "in the server's catalogue",
+		"its disk is equal to the source", "cleanup in", "the old agent is fenced", "the image is equal to the source", "machine failover-committed, 1 recovery point kept"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo does not say %q:\n%s", want, out)
 		}

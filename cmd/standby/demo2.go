@@ -16,6 +16,8 @@ import (
 	"github.com/standby-dr/standby/internal/agent"
 	"github.com/standby-dr/standby/internal/api/client"
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/driver/execdriver"
+	"github.com/standby-dr/standby/internal/nbd"
 	"github.com/standby-dr/standby/internal/process"
 	"github.com/standby-dr/standby/internal/retention"
 	"github.com/standby-dr/standby/internal/server"
@@ -104,8 +106,20 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	if err != nil {
 		return err
 	}
+	// Replica machines of failovers: a stand-in hypervisor (a sleep per
+	// machine) through the exec driver; the demo reads their disks itself.
+	vm := filepath.Join(o.dir, "secondary", "vm.sh")
+	if err := os.WriteFile(vm, []byte(demoVM), 0o755); err != nil {
+		return err
+	}
+	drv, err := execdriver.New(execdriver.Options{Start: []string{"/bin/sh", vm, "start"}, Stop: []string{"/bin/sh", vm, "stop"},
+		Status: []string{"/bin/sh", vm, "status"}, Dir: filepath.Dir(vm)}, log)
+	if err != nil {
+		return err
+	}
 	tgt, err := target.New(ctx, target.Options{DataDir: filepath.Join(o.dir, "secondary", "target"), Logger: log,
 		Retention: retention.Policy{KeepAll: time.Hour}, PruneInterval: 5 * time.Second,
+		Exports: target.ExportsOptions{Unix: filepath.Join(o.dir, "secondary", "exports.sock")}, Driver: drv,
 		Control: &target.Control{Server: serverURL, Identity: tgtID, Address: tl.Addr().String(), Heartbeat: time.Second, Version: version}})
 	if err != nil {
 		return err
@@ -123,7 +137,9 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	ps, err := process.New(process.Options{CacheDir: filepath.Join(o.dir, "primary", "cache"), Quota: 1 << 30, Logger: log,
+	// The process server logs errors only: after the failover it warns,
+	// rightly, that it keeps the fenced machine's data without a target.
+	ps, err := process.New(process.Options{CacheDir: filepath.Join(o.dir, "primary", "cache"), Quota: 1 << 30, Logger: e.logger("error"),
 		Control: &process.Control{Server: serverURL, Identity: psID, Address: pl.Addr().String(), Heartbeat: time.Second, Version: version}})
 	if err != nil {
 		return err
@@ -282,6 +298,9 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		return errors.New("the replica differs from the source: replication FAILED")
 	}
 	step("The replica at the secondary site equals the source byte for byte.")
+	if err := demoRecovery(ctx, w, admin, tgt, hs); err != nil {
+		return err
+	}
 	if o.keep {
 		fmt.Fprintf(w, "    kept %s\n", o.dir)
 	}
@@ -299,5 +318,129 @@ func waitDemo(ctx context.Context, timeout time.Duration, cond func() bool) erro
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return nil
+}
+
+// demoVM is the demo's stand-in hypervisor for the exec driver: a replica
+// machine is a sleep process.
+const demoVM = `#!/bin/sh
+case $1 in
+start) sleep 3600 >/dev/null 2>&1 </dev/null & echo $! > "$STANDBY_MACHINE.pid"; echo "$STANDBY_MACHINE" ;;
+stop) [ -f "$2.pid" ] && kill "$(cat "$2.pid")" 2>/dev/null; rm -f "$2.pid" ;;
+status) [ -f "$2.pid" ] && kill -0 "$(cat "$2.pid")" 2>/dev/null && { echo running; exit 0; }; exit 3 ;;
+esac
+`
+
+// demoRecovery runs the recovery operations through the server, each a
+// job, and checks the data each gives back against the source (sha256
+// src): a test failover (and its cleanup), an unplanned failover with
+// hydration, and the commit.
+func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *target.Target, src [32]byte) error {
+	step := func(format string, a ...any) { fmt.Fprintf(w, "==> "+format+"\n", a...) }
+	job := func(path string, body any) (controlMachine, time.Duration, error) {
+		t0 := time.Now()
+		var r struct {
+			Machine controlMachine `json:"machine"`
+			Job     controlJob     `json:"job"`
+		}
+		if err := admin.Do(ctx, "POST", path, body, &r); err != nil {
+			return r.Machine, 0, err
+		}
+		var j controlJob
+		if err := waitDemo(ctx, 2*time.Minute, func() bool {
+			return admin.Do(ctx, "GET", "/v1/jobs/"+r.Job.ID, nil, &j) == nil && j.State.Done()
+		}); err != nil {
+			return r.Machine, 0, fmt.Errorf("%s: %w", path, err)
+		}
+		took := time.Since(t0)
+		if j.State != control.JobSucceeded {
+			return r.Machine, took, fmt.Errorf("%s: job %s: %s", path, j.State, j.Error)
+		}
+		var m controlMachine
+		err := admin.Do(ctx, "GET", "/v1/machines/web01", nil, &m)
+		return m, took, err
+	}
+	exportHash := func(name string) ([32]byte, error) {
+		var sum [32]byte
+		ex, err := tgt.ExportByName(name)
+		if err != nil {
+			return sum, err
+		}
+		if len(ex.Disks) == 0 {
+			return sum, fmt.Errorf("export %q has no disk", name)
+		}
+		c, err := nbd.Dial(ctx, "unix", ex.Unix, ex.Disks[0].Export, nbd.ClientOptions{})
+		if err != nil {
+			return sum, err
+		}
+		defer c.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(c, 0, c.Size())); err != nil {
+			return sum, err
+		}
+		copy(sum[:], h.Sum(nil))
+		return sum, nil
+	}
+	same := func(a [32]byte) string {
+		if a == src {
+			return "equal to the source"
+		}
+		return "DIFFERENT from the source"
+	}
+
+	step("Test failover of web01 at the latest point: the point exported as a writable overlay, an isolated replica machine started")
+	m, took, err := job("/v1/machines/web01/test-failover", map[string]string{"point": "latest"})
+	if err != nil {
+		return err
+	}
+	th, err := exportHash(m.Test.Report.Export)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    done in %s: point %d exported as %s, replica machine %s; its disk is %s; the point is tagged \"tested\"\n",
+		took.Round(time.Millisecond), m.Test.Report.PointID, m.Test.Report.Export, m.Test.Report.MachineState, same(th))
+	if th != src {
+		return errors.New("the test failover's disk differs from the source")
+	}
+	if _, took, err = job("/v1/machines/web01/test-cleanup", map[string]string{}); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    cleanup in %s: replica machine stopped, export and overlay removed; the replica itself was never written\n", took.Round(time.Millisecond))
+
+	step("Unplanned failover of web01 (the primary site is lost): fence, export the latest point, start the replica machine, hydrate")
+	if m, took, err = job("/v1/machines/web01/failover", map[string]string{"point": "latest"}); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    replica machine running on point %d after %s (epoch %d: the old agent is fenced); data lost: none (the point holds every write acknowledged before the primary stopped)\n",
+		m.Failover.Report.PointID, took.Round(time.Millisecond), m.Epoch)
+	if err := waitDemo(ctx, 2*time.Minute, func() bool {
+		return admin.Do(ctx, "GET", "/v1/machines/web01", nil, &m) == nil && m.Failover != nil && m.Failover.Report.Hydration.Complete
+	}); err != nil {
+		return fmt.Errorf("hydration: %w", err)
+	}
+	hy := m.Failover.Report.Hydration
+	if len(hy.Images) == 0 {
+		return errors.New("hydration named no image")
+	}
+	ih, err := fileHash(hy.Images[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    hydrated %s to a standalone image %s after the failover call; the image is %s\n",
+		humanBytes(uint64(hy.Total)), hy.CompletedAt.Sub(m.Failover.RequestedAt).Round(time.Millisecond), same(ih))
+	if ih != src {
+		return errors.New("the hydrated image differs from the source")
+	}
+	if m, took, err = job("/v1/machines/web01/commit", map[string]string{}); err != nil {
+		return err
+	}
+	var cat struct {
+		Points []control.RecoveryPoint `json:"points"`
+	}
+	// The master target reports its catalogue at most once a second.
+	waitDemo(ctx, 10*time.Second, func() bool {
+		return admin.Do(ctx, "GET", "/v1/machines/web01/points", nil, &cat) == nil && len(cat.Points) == 1
+	})
+	fmt.Fprintf(w, "    committed in %s: machine %s, %d recovery point kept\n", took.Round(time.Millisecond), m.State, len(cat.Points))
 	return nil
 }
