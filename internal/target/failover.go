@@ -61,6 +61,7 @@ type failoverState struct {
 	records map[string]*failoverRecord // machine id ->
 	hyd     map[string]*hydration      // machine id ->
 	sent    map[string]api.RecoveryReport
+	report  func(context.Context, api.RecoveryReport) error // as testState's
 }
 
 func (t *Target) failoversDir() string { return filepath.Join(t.o.DataDir, "failovers") }
@@ -97,8 +98,8 @@ func (t *Target) saveFailoverRecord(r *failoverRecord) error {
 	return fsutil.WriteAtomic(filepath.Join(t.failoversDir(), r.Machine+".json"), b, nil)
 }
 
-func newFailoverState(t *Target) *failoverState {
-	return &failoverState{records: t.loadFailoverRecords(), hyd: map[string]*hydration{}, sent: map[string]api.RecoveryReport{}}
+func newFailoverState(t *Target, report func(context.Context, api.RecoveryReport) error) *failoverState {
+	return &failoverState{records: t.loadFailoverRecords(), hyd: map[string]*hydration{}, sent: map[string]api.RecoveryReport{}, report: report}
 }
 
 // reconcileFailovers runs the failovers d asks for.
@@ -283,7 +284,7 @@ func (t *Target) sendFailoverReport(ctx context.Context, st *failoverState, r ap
 	if last, ok := st.sent[r.Machine]; ok && reflect.DeepEqual(last, r) {
 		return
 	}
-	err := t.mgd.comp.Recovery(ctx, r)
+	err := st.report(ctx, r)
 	var ce *client.Error
 	switch {
 	case err == nil:

@@ -36,8 +36,8 @@ import (
 const testLook = 5 * time.Second
 
 // testStopWait is how long a clean stop of a replica machine may take
-// before it is forced.
-const testStopWait = 2 * time.Minute
+// before it is forced. A variable only so that tests can shorten it.
+var testStopWait = 2 * time.Minute
 
 // TestedTag is the tag a point gets when a test failover used it.
 const TestedTag = "tested"
@@ -59,6 +59,9 @@ type testRecord struct {
 type testState struct {
 	records map[string]*testRecord // machine id ->
 	sent    map[string]api.RecoveryReport
+	// report sends a report to the configuration server
+	// (client.Component.Recovery; tests record them).
+	report func(context.Context, api.RecoveryReport) error
 }
 
 func (t *Target) testsDir() string { return filepath.Join(t.o.DataDir, "tests") }
@@ -100,8 +103,8 @@ func (t *Target) saveTestRecord(r *testRecord) error {
 // the target closes. Until the first desired state arrives nothing is
 // done: the records on disk stay as they are.
 func (t *Target) testLoop(ctx context.Context) {
-	st := &testState{records: t.loadTestRecords(), sent: map[string]api.RecoveryReport{}}
-	fst := newFailoverState(t) // failovers follow the same desired state (failover.go)
+	st := &testState{records: t.loadTestRecords(), sent: map[string]api.RecoveryReport{}, report: t.mgd.comp.Recovery}
+	fst := newFailoverState(t, t.mgd.comp.Recovery) // failovers follow the same desired state (failover.go)
 	out := outage{log: t.log, what: "desired state from the configuration server"}
 	have := ""
 	var cur *api.Desired
@@ -310,7 +313,7 @@ func (t *Target) sendTestReport(ctx context.Context, st *testState, r api.Recove
 	if last, ok := st.sent[r.Machine]; ok && reflect.DeepEqual(last, r) {
 		return
 	}
-	err := t.mgd.comp.Recovery(ctx, r)
+	err := st.report(ctx, r)
 	var ce *client.Error
 	switch {
 	case err == nil:
