@@ -40,6 +40,7 @@ start)
   ;;
 stop)
   echo "stop $1 $STANDBY_FORCE" >> "$STATE/log"
+  if [ -f "$STATE/unstoppable" ]; then exit 1; fi
   if [ "$STANDBY_FORCE" != 1 ] && [ -f "$STATE/stuck" ]; then sleep 60; fi
   [ -f "$STATE/$1.pid" ] || exit 0
   kill -s KILL "$(cat "$STATE/$1.pid")" 2>/dev/null || true
@@ -415,5 +416,44 @@ func TestReconcileFailoverAgain(t *testing.T) {
 	}
 	if err != nil || rec.Failover != "fo-2" || rec.Handle != "web01-fo2" || rec.PointID != r.pts[1] || rec.Fenced != 3 {
 		t.Fatalf("record %+v: %v", rec, err)
+	}
+}
+
+// A new test failover while an earlier one cannot be removed (its machine
+// will not stop, even forced) does not start: it is reported failed, and
+// the earlier one keeps its record and export; once the machine stops,
+// the new one starts.
+func TestReconcileNewTestWhileOldCannotGo(t *testing.T) {
+	defer func(d time.Duration) { testStopWait = d }(testStopWait)
+	testStopWait = 200 * time.Millisecond
+	r := newReconcileTarget(t, 1<<20)
+	pid := r.startTest(t)
+	if err := os.WriteFile(filepath.Join(r.state, "unstoppable"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second := *runTest
+	second.ID = "test-2"
+	st := r.testState()
+	r.reconcileTests(t.Context(), st, desiredTest(&second))
+	rep := r.lastTest(t)
+	if rep.Phase != control.TestPhaseFailed || !strings.Contains(rep.Error, "could not be removed") {
+		t.Fatalf("report: %+v, want failed because the earlier test failover could not be removed", rep)
+	}
+	if rec := st.records[exportMachine]; rec == nil || rec.Test != runTest.ID || rec.Handle != "web01-test" {
+		t.Fatalf("record after the refusal: %+v, want the earlier test failover's", rec)
+	}
+	if _, err := r.ExportByName("test-web01"); err != nil {
+		t.Fatalf("the earlier export is gone: %v", err)
+	}
+	if !alive(pid) {
+		t.Fatal("the earlier replica machine died")
+	}
+	os.Remove(filepath.Join(r.state, "unstoppable"))
+	r.reconcileTests(t.Context(), st, desiredTest(&second))
+	if rep := r.lastTest(t); rep.Phase != control.TestPhaseRunning || rep.Error != "" {
+		t.Fatalf("once the machine stops, the new test failover should run: %+v", rep)
+	}
+	if rec := st.records[exportMachine]; rec == nil || rec.Test != "test-2" {
+		t.Fatalf("record: %+v, want test-2", rec)
 	}
 }

@@ -172,7 +172,13 @@ func (t *Target) ensureTest(ctx context.Context, st *testState, dm api.DesiredMa
 	r := st.records[dm.ID]
 	if r != nil && r.Test != want.ID {
 		// An earlier test failover the server forgot: away with it first.
-		t.removeTest(ctx, st, dm.ID, r.MachineName, r.Test)
+		// If it cannot be removed (its machine will not stop), the new one
+		// does not start: its export would be the old one's, at the old
+		// point, and the old machine would be lost from the record.
+		if old := t.removeTest(ctx, st, dm.ID, r.MachineName, r.Test); old.Phase == control.TestPhaseFailed {
+			return control.TestReport{Phase: control.TestPhaseFailed,
+				Error: fmt.Sprintf("an earlier test failover (%s) of this machine could not be removed: %s", r.Test, old.Error)}
+		}
 		r = nil
 	}
 	if r == nil {
