@@ -362,3 +362,35 @@ func TestManagedPeerRefusesRevoked(t *testing.T) {
 		t.Fatalf("a revoked process server: %v, want a refusal saying revoked", err)
 	}
 }
+
+// A failover at the server raises the machine's epoch: the agent learns it
+// from its desired state and stops shipping for good ("fenced"), before
+// any segment of its old epoch could reach the master target.
+func TestManagedAgentFencedByFailover(t *testing.T) {
+	m := startManaged(t)
+	waitUntil(t, "the machine reported to the server", func() bool { _, ok := m.machine(); return ok })
+	m.protect()
+	m.write(1<<20, 64<<10, 0xc3)
+	m.applied()
+	waitUntil(t, "the server to see the machine protected", func() bool {
+		x, _ := m.machine()
+		return x.Replication.State == ReplProtected
+	})
+	// The server raises the epoch (the failover's master target side is
+	// not part of this test: the target here is not managed).
+	m.call("POST", "/v1/machines/test01/failover", map[string]any{"point": "latest"}, nil)
+	waitUntil(t, "the agent fenced", func() bool { return m.agent.Status().Replication.State == ReplFenced })
+	sent := m.agent.Status().Replication.SentSegments
+	m.write(2<<20, 64<<10, 0xd4)
+	if err := m.agent.Machine().SealActive(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	st := m.agent.Status()
+	if st.Replication.State != ReplFenced || st.Replication.SentSegments != sent {
+		t.Fatalf("a fenced agent shipped: %+v", st.Replication)
+	}
+	if !strings.Contains(st.Replication.LastError, "failed over") {
+		t.Errorf("last error %q does not say the machine was failed over", st.Replication.LastError)
+	}
+}
