@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -75,6 +76,16 @@ type rawConn struct {
 	net.Conn
 	mu sync.Mutex
 	w  *bufio.Writer // nil during the handshake
+	// r gathers the socket's bytes into few large reads: TLS asks for one
+	// record (16 KiB) at a time; nil during the handshake.
+	r atomic.Pointer[bufio.Reader]
+}
+
+func (r *rawConn) Read(p []byte) (int, error) {
+	if br := r.r.Load(); br != nil {
+		return br.Read(p)
+	}
+	return r.Conn.Read(p)
 }
 
 func (r *rawConn) Write(p []byte) (int, error) {
@@ -90,6 +101,7 @@ func (r *rawConn) buffer() {
 	r.mu.Lock()
 	r.w = bufio.NewWriterSize(r.Conn, 256<<10)
 	r.mu.Unlock()
+	r.r.Store(bufio.NewReaderSize(r.Conn, 256<<10))
 }
 
 func (r *rawConn) flush() error {
