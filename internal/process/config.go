@@ -3,6 +3,7 @@ package process
 import (
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"net"
 
 	"github.com/standby-dr/standby/internal/config"
@@ -33,7 +34,7 @@ type Config struct {
 	// Control, when set, puts the process server under a configuration
 	// server (controlconfig.go): master_target then comes from the
 	// desired state of each machine.
-	Control *ControlConfig `yaml:"control,omitempty"`
+	Control *manage.Section `yaml:"control,omitempty"`
 	// BandwidthLimit bounds the link to the master target, like 50MiB/s,
 	// or off.
 	BandwidthLimit string `yaml:"bandwidth_limit"`
@@ -74,7 +75,7 @@ func (c *Config) Validate() error {
 		bad("cache_quota: required, a size of at least 64MiB like 20GiB (got %q)", c.CacheQuota)
 	}
 	if c.Control != nil {
-		errs = append(errs, c.Control.validate(c.Listen)...)
+		errs = append(errs, c.Control.Validate("process", "agents", c.Listen)...)
 		if c.MasterTarget != "" {
 			bad("master_target: not used in managed mode (the desired state names each machine's master target); remove it")
 		}
@@ -110,7 +111,7 @@ func (c *Config) Options() (Options, error) {
 		o.Pack.Level, _ = segpack.ParseLevel(c.Compression)
 	}
 	if c.Control != nil {
-		o.Control = c.Control.control(c.Listen)
+		o.Control = c.Control.Control("agents", c.Listen)
 		return o, nil
 	}
 	var err error

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -29,21 +30,7 @@ import (
 // names for it. The data path never waits for the configuration server:
 // the last desired state (kept in the cache directory across restarts)
 // goes on being served while it is away.
-type Control struct {
-	// Server is https://host:port of the configuration server.
-	Server string
-	// Identity is the join directory (`standby process join --dir`).
-	Identity string
-	// Address is the host:port agents dial, sent in heartbeats.
-	Address string
-	// Heartbeat is how often the server says it is alive; 0 means 10 s.
-	Heartbeat time.Duration
-	// Revocations is how often the revoked servers are fetched; 0 means
-	// a minute.
-	Revocations time.Duration
-	// Version is this build's version, sent in heartbeats.
-	Version string
-}
+type Control = manage.Control
 
 // desiredFile is the last desired state, in the cache directory.
 const desiredFile = "desired.json"

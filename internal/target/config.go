@@ -3,6 +3,7 @@ package target
 import (
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"net"
 	"time"
 
@@ -24,7 +25,7 @@ type Config struct {
 	TLS wire.TLSFiles `yaml:"tls"`
 	// Control, when set, puts the target under a configuration server
 	// (controlconfig.go).
-	Control *ControlConfig `yaml:"control,omitempty"`
+	Control *manage.Section `yaml:"control,omitempty"`
 	// Retention of recovery points, with thinning.
 	Retention RetentionConfig `yaml:"retention"`
 	// PruneInterval is how often retention runs (1s..1h).
@@ -95,7 +96,7 @@ func (c *Config) Validate() error {
 		bad("data_dir: required (a directory for the replicas)")
 	}
 	if c.Control != nil {
-		errs = append(errs, c.Control.validate(c.Listen)...)
+		errs = append(errs, c.Control.Validate("target", "process servers", c.Listen)...)
 	} else {
 		errs = append(errs, c.TLS.Validate("tls")...)
 	}
@@ -132,7 +133,7 @@ func (c *Config) Options() (Options, error) {
 	o.Retention, _ = c.Retention.Policy()
 	o.PruneInterval, _ = time.ParseDuration(c.PruneInterval)
 	if c.Control != nil {
-		o.Control = c.Control.control(c.Listen)
+		o.Control = c.Control.Control("process servers", c.Listen)
 		return o, nil
 	}
 	var err error

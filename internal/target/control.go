@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
@@ -29,21 +30,7 @@ import (
 // reports every machine's recovery points to it. The data path never
 // waits for the configuration server: when it is away, the target goes
 // on serving with the identity and revocations it has.
-type Control struct {
-	// Server is https://host:port of the configuration server.
-	Server string
-	// Identity is the join directory (`standby target join --dir`).
-	Identity string
-	// Address is the host:port process servers dial, sent in heartbeats.
-	Address string
-	// Heartbeat is how often the target says it is alive; 0 means 10 s.
-	Heartbeat time.Duration
-	// Revocations is how often the revoked servers are fetched; 0 means
-	// a minute.
-	Revocations time.Duration
-	// Version is this build's version, sent in heartbeats.
-	Version string
-}
+type Control = manage.Control
 
 // pointsEvery is the debounce of points reports: at most one per machine
 // per interval, and changes are looked for that often.
