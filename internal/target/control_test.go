@@ -1,155 +1,37 @@
 package target
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
+	"github.com/standby-dr/standby/internal/server/servertest"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/standby-dr/standby/internal/api"
-	"github.com/standby-dr/standby/internal/api/client"
 	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/journal"
 	"github.com/standby-dr/standby/internal/segpack"
-	"github.com/standby-dr/standby/internal/server"
 	"github.com/standby-dr/standby/internal/trust"
 	"github.com/standby-dr/standby/internal/wire"
 )
-
-// configServer is a real configuration server on loopback and its first
-// admin's API client.
-type configServer struct {
-	t     *testing.T
-	url   string
-	admin *client.Client
-}
-
-func startConfigServer(t *testing.T) *configServer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dir := t.TempDir()
-	cfg := server.Defaults()
-	cfg.Listen, cfg.DataDir, cfg.LogLevel = "127.0.0.1:0", dir, "error"
-	s, err := server.New(ctx, server.Options{Config: cfg, Version: "test", AssessEvery: time.Hour, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		s.Close()
-	})
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := &configServer{t: t, url: "https://" + ln.Addr().String()}
-	cs.admin, err = client.New(client.Options{Server: cs.url, Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(dir, "ca.crt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
-
-func (cs *configServer) call(method, path string, body, out any) {
-	cs.t.Helper()
-	if err := cs.admin.Do(context.Background(), method, path, body, out); err != nil {
-		cs.t.Fatalf("%s %s: %v", method, path, err)
-	}
-}
-
-// join joins a component of role into a new directory; listening roles
-// get 127.0.0.1 in their certificates and register addr.
-func (cs *configServer) join(role control.Role, name, addr string) (string, trust.Identity) {
-	cs.t.Helper()
-	var tok struct {
-		Token string `json:"token"`
-	}
-	cs.call("POST", "/v1/tokens", map[string]string{"role": string(role), "ttl": "10m"}, &tok)
-	dir := cs.t.TempDir()
-	id, err := trust.Join(context.Background(), trust.JoinOptions{ServerURL: cs.url, Token: tok.Token, Role: role, Name: name, Address: addr, Dir: filepath.Join(dir, "id"), Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		cs.t.Fatalf("join %s %s: %v", role, name, err)
-	}
-	return filepath.Join(dir, "id"), id
-}
-
-func (cs *configServer) component(dir string) *client.Component {
-	cs.t.Helper()
-	c, err := client.NewComponent(cs.url, dir)
-	if err != nil {
-		cs.t.Fatal(err)
-	}
-	return c
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-var testMachine = [16]byte{0xaa, 0xbb, 0xcc, 0xdd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
-
-// segmentWithBookmark is one 4 KiB write and an app-consistent bookmark
-// labelled label, after prev.
-func segmentWithBookmark(t *testing.T, prev journal.Pos, label string) ([]byte, journal.Pos) {
-	t.Helper()
-	var buf bytes.Buffer
-	now := time.Now().UnixNano()
-	w, err := journal.NewWriter(&buf, journal.Header{MachineID: testMachine, Epoch: 1, FirstSeq: prev.Seq + 1, PrevChain: prev.Chain, Created: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := []journal.Record{
-		{Kind: journal.KindWrite, Offset: 4096, Length: 4096, Time: now, Data: bytes.Repeat([]byte{byte(prev.Seq + 1)}, 4096)},
-		{Kind: journal.KindBookmark, Flags: journal.FlagAppConsistent, Time: now, Data: []byte(label)},
-	}
-	for i := range recs {
-		if err := w.Append(&recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := w.Seal(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes(), tr.Pos()
-}
 
 // A managed master target: its listener takes only process servers'
 // joined certificates, it heartbeats its address and capacity, and the
 // points of a machine assigned to it reach the server's catalogue after
 // an apply.
 func TestManagedTarget(t *testing.T) {
-	cs := startConfigServer(t)
+	cs := servertest.Start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	tdir, tid := cs.join(control.RoleTarget, "mt1", addr)
-	pdir, _ := cs.join(control.RoleProcess, "ps1", "127.0.0.1:1")
-	adir, _ := cs.join(control.RoleAgent, "host1", "")
+	tdir, tid := cs.Join(control.RoleTarget, "mt1", addr)
+	pdir, _ := cs.Join(control.RoleProcess, "ps1", "127.0.0.1:1")
+	adir, _ := cs.Join(control.RoleAgent, "host1", "")
 
 	tg, err := New(context.Background(), Options{DataDir: t.TempDir(), Name: "mt1",
-		Control: &Control{Server: cs.url, Identity: tdir, Address: addr, Heartbeat: 200 * time.Millisecond, Version: "test"}})
+		Control: &Control{Server: cs.URL, Identity: tdir, Address: addr, Heartbeat: 200 * time.Millisecond, Version: "test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,24 +39,24 @@ func TestManagedTarget(t *testing.T) {
 	go tg.Serve(context.Background(), ln)
 
 	// Its heartbeat arrives with its address.
-	waitFor(t, "the target's heartbeat", 10*time.Second, func() bool {
+	servertest.WaitFor(t, "the target's heartbeat", 10*time.Second, func() bool {
 		var srv control.Server
-		cs.call("GET", "/v1/servers/"+tid.ID, nil, &srv)
+		cs.Call("GET", "/v1/servers/"+tid.ID, nil, &srv)
 		return srv.Address == addr && !srv.HeartbeatAt.IsZero() && srv.Capacity.FreeBytes > 0
 	})
 
 	// The machine is assigned to it: reported by its agent, protected in
 	// a group (the process server must be alive too).
-	id := journal.FormatMachineID(testMachine)
+	id := journal.FormatMachineID(servertest.Machine)
 	ctx := context.Background()
-	if err := cs.component(pdir).Heartbeat(ctx, api.HeartbeatRequest{Version: "test", Address: "127.0.0.1:1"}); err != nil {
+	if err := cs.Component(pdir).Heartbeat(ctx, api.HeartbeatRequest{Version: "test", Address: "127.0.0.1:1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.component(adir).Report(ctx, api.AgentReport{ID: id, Name: "web01", Disks: []control.Disk{{Name: "vda", Size: 1 << 20}}}); err != nil {
+	if _, err := cs.Component(adir).Report(ctx, api.AgentReport{ID: id, Name: "web01", Disks: []control.Disk{{Name: "vda", Size: 1 << 20}}}); err != nil {
 		t.Fatal(err)
 	}
-	cs.call("POST", "/v1/groups", map[string]any{"name": "web", "policy": map[string]any{"point_interval": "5s"}}, nil)
-	cs.call("POST", "/v1/machines/web01/protect", map[string]string{"group": "web"}, nil)
+	cs.Call("POST", "/v1/groups", map[string]any{"name": "web", "policy": map[string]any{"point_interval": "5s"}}, nil)
+	cs.Call("POST", "/v1/machines/web01/protect", map[string]string{"group": "web"}, nil)
 
 	// A joined agent may not open a data stream to the target.
 	al, err := trust.Load(adir)
@@ -220,7 +102,7 @@ func TestManagedTarget(t *testing.T) {
 	pos := opened.Applied
 	for _, label := range []string{"first", "second"} {
 		var seg []byte
-		seg, pos = segmentWithBookmark(t, pos, label)
+		seg, pos = servertest.SegmentWithBookmark(t, pos, label)
 		packed, _, err := packer.Pack(nil, seg)
 		if err != nil {
 			t.Fatal(err)
@@ -241,11 +123,11 @@ func TestManagedTarget(t *testing.T) {
 
 	// The points reach the server's catalogue.
 	var pts []control.RecoveryPoint
-	waitFor(t, "the points in the catalogue", 10*time.Second, func() bool {
+	servertest.WaitFor(t, "the points in the catalogue", 10*time.Second, func() bool {
 		var body struct {
 			Points []control.RecoveryPoint `json:"points"`
 		}
-		cs.call("GET", "/v1/machines/web01/points", nil, &body)
+		cs.Call("GET", "/v1/machines/web01/points", nil, &body)
 		pts = body.Points
 		return len(pts) == 2
 	})
@@ -257,9 +139,9 @@ func TestManagedTarget(t *testing.T) {
 		t.Fatalf("catalogue: %+v", pts)
 	}
 	var srv control.Server
-	cs.call("GET", "/v1/servers/"+tid.ID, nil, &srv)
-	waitFor(t, "capacity with the machine", 5*time.Second, func() bool {
-		cs.call("GET", "/v1/servers/"+tid.ID, nil, &srv)
+	cs.Call("GET", "/v1/servers/"+tid.ID, nil, &srv)
+	servertest.WaitFor(t, "capacity with the machine", 5*time.Second, func() bool {
+		cs.Call("GET", "/v1/servers/"+tid.ID, nil, &srv)
 		return srv.Capacity.Machines == 1
 	})
 }

@@ -3,6 +3,7 @@ package target
 import (
 	"context"
 	"encoding/json"
+	"github.com/standby-dr/standby/internal/server/servertest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -160,7 +161,7 @@ func alive(pid int) bool {
 
 func waitDead(t *testing.T, pid int) {
 	t.Helper()
-	waitFor(t, "the replica machine's process to end", 5*time.Second, func() bool { return !alive(pid) })
+	servertest.WaitFor(t, "the replica machine's process to end", 5*time.Second, func() bool { return !alive(pid) })
 }
 
 func desiredTest(test *api.DesiredTest) api.Desired {
