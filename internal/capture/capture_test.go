@@ -206,6 +206,10 @@ func TestReopenContinues(t *testing.T) {
 func crash(m *Machine) {
 	m.cancel()
 	m.wg.Wait()
+	// The group-sync goroutine may be in a round (fsyncs only: what it
+	// syncs is in the page cache either way); let it end before the files
+	// close under it, as the process's end would.
+	m.sync.stop()
 	m.mu.Lock()
 	m.failed = io.ErrClosedPipe
 	m.closeFiles()
