@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/standby-dr/standby/internal/manage"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,7 +39,8 @@ type managed struct {
 	local   *trust.Local
 	live    *trust.Live // the current certificate, renewed while running
 	comp    *client.Component
-	revoked trust.RevocationSet
+	revoked *trust.RevocationSet
+	joined  *manage.Joined
 	tls     *tls.Config // the agents' listener
 
 	mu      sync.Mutex
@@ -51,28 +50,12 @@ type managed struct {
 }
 
 func newManaged(o Control, cacheDir string, log *slog.Logger) (*managed, error) {
-	if o.Server == "" || o.Identity == "" {
-		return nil, errors.New("control: server and identity are required")
-	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = 10 * time.Second
-	}
-	if o.Revocations <= 0 {
-		o.Revocations = time.Minute
-	}
-	l, err := trust.Load(o.Identity)
+	j, err := manage.Load(&o, control.RoleProcess, "a process server")
 	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
+		return nil, err
 	}
-	if l.Identity.Role != control.RoleProcess {
-		return nil, fmt.Errorf("control: %s holds the identity of a %s, not a process server; join with `standby process join`", o.Identity, l.Identity.Role)
-	}
-	comp, err := client.NewComponent(o.Server, o.Identity)
-	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	m := &managed{o: o, local: l, comp: comp, desired: map[string]api.DesiredMachine{}, changed: make(chan struct{})}
-	m.live = trust.NewLive(l)
+	l := j.Local
+	m := &managed{o: o, local: l, live: j.Live, comp: j.Comp, revoked: &j.Revoked, joined: j, desired: map[string]api.DesiredMachine{}, changed: make(chan struct{})}
 	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent}, m.revoked.Revoked))
 	if b, err := os.ReadFile(filepath.Join(cacheDir, desiredFile)); err == nil {
 		var d api.Desired
@@ -193,7 +176,10 @@ func acceptTLS(ctx context.Context, nc net.Conn, tc *tls.Config) (net.Conn, trus
 // runControl starts the heartbeat, revocation and desired-state loops.
 func (s *Server) runControl() {
 	renew := func(ctx context.Context) { s.mgd.live.RunRenewal(ctx, s.mgd.o.Identity, s.mgd.o.Server, 0, s.o.Logger) }
-	loops := []func(context.Context){s.heartbeatLoop, s.revocationLoop, s.desiredLoop, renew}
+	revoke := func(ctx context.Context) {
+		s.mgd.joined.RevocationLoop(ctx, s.log, s.mgd.o.Server, s.mgd.o.Revocations)
+	}
+	loops := []func(context.Context){s.heartbeatLoop, revoke, s.desiredLoop, renew}
 	s.wg.Add(len(loops))
 	for _, fn := range loops {
 		go func() {
@@ -215,7 +201,7 @@ func (s *Server) Capacity() control.Capacity {
 
 func (s *Server) heartbeatLoop(ctx context.Context) {
 	m := s.mgd
-	out := outage{log: s.log, what: "heartbeat to the configuration server"}
+	out := manage.Outage{Log: s.log, What: "heartbeat to the configuration server"}
 	for {
 		hctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat+5*time.Second)
 		err := m.comp.Heartbeat(hctx, api.HeartbeatRequest{Version: m.o.Version, Address: m.o.Address, Capacity: s.Capacity()})
@@ -223,28 +209,8 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.note(err)
-		if !sleep(ctx, m.o.Heartbeat) {
-			return
-		}
-	}
-}
-
-// revocationLoop keeps the revocations fresh; until the first fetch
-// nothing is revoked (the listener serves while the server is away).
-func (s *Server) revocationLoop(ctx context.Context) {
-	m := s.mgd
-	out := outage{log: s.log, what: "fetch revocations from the configuration server"}
-	for {
-		rv, err := trust.FetchRevocations(ctx, m.local, m.o.Server)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			m.revoked.Set(rv)
-		}
-		out.note(err)
-		if !sleep(ctx, m.o.Revocations) {
+		out.Note(err)
+		if !manage.Sleep(ctx, m.o.Heartbeat) {
 			return
 		}
 	}
@@ -255,7 +221,7 @@ func (s *Server) revocationLoop(ctx context.Context) {
 // while the server cannot be reached; the last state is served meanwhile.
 func (s *Server) desiredLoop(ctx context.Context) {
 	m := s.mgd
-	out := outage{log: s.log, what: "desired state from the configuration server"}
+	out := manage.Outage{Log: s.log, What: "desired state from the configuration server"}
 	backoff := time.Second
 	for {
 		m.mu.Lock()
@@ -265,9 +231,9 @@ func (s *Server) desiredLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.note(err)
+		out.Note(err)
 		if err != nil {
-			if !sleep(ctx, backoff) {
+			if !manage.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, 30*time.Second)
@@ -309,38 +275,6 @@ func (s *Server) reroute() {
 			default:
 			}
 		}
-	}
-}
-
-// outage logs the first failure of a repeated call and its recovery,
-// once each (an outage of the configuration server must not flood the
-// log).
-type outage struct {
-	log  *slog.Logger
-	what string
-	down bool
-}
-
-func (o *outage) note(err error) {
-	switch {
-	case err != nil && !o.down:
-		o.down = true
-		o.log.Warn(o.what+" failed; retrying, serving as before meanwhile", "err", err)
-	case err == nil && o.down:
-		o.down = false
-		o.log.Info(o.what + " works again")
-	}
-}
-
-// sleep waits d give or take a tenth, or until ctx ends; it says whether
-// ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	d += time.Duration((rand.Float64()*0.2 - 0.1) * float64(d))
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
 	}
 }
 

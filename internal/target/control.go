@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"github.com/standby-dr/standby/internal/manage"
 	"hash/fnv"
-	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,7 +44,8 @@ type managed struct {
 	local   *trust.Local
 	live    *trust.Live // the current certificate, renewed while running
 	comp    *client.Component
-	revoked trust.RevocationSet
+	revoked *trust.RevocationSet
+	joined  *manage.Joined
 	tls     *tls.Config
 }
 
@@ -55,27 +53,12 @@ type managed struct {
 // only process servers' certificates of the deployment's CA that the
 // configuration server has not revoked are accepted.
 func newManaged(o Control) (*managed, error) {
-	if o.Server == "" || o.Identity == "" {
-		return nil, errors.New("control: server and identity are required")
-	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = 10 * time.Second
-	}
-	if o.Revocations <= 0 {
-		o.Revocations = time.Minute
-	}
-	l, err := trust.Load(o.Identity)
+	j, err := manage.Load(&o, control.RoleTarget, "a master target")
 	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
+		return nil, err
 	}
-	if l.Identity.Role != control.RoleTarget {
-		return nil, fmt.Errorf("control: %s holds the identity of a %s, not a master target; join with `standby target join`", o.Identity, l.Identity.Role)
-	}
-	comp, err := client.NewComponent(o.Server, o.Identity)
-	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	m := &managed{o: o, local: l, comp: comp, live: trust.NewLive(l)}
+	l := j.Local
+	m := &managed{o: o, local: l, live: j.Live, comp: j.Comp, revoked: &j.Revoked, joined: j}
 	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleProcess}, m.revoked.Revoked))
 	return m, nil
 }
@@ -116,7 +99,8 @@ func checkIdentity(id trust.Identity) func(*wire.Conn) error {
 func (t *Target) runControl() {
 	m := t.mgd
 	renew := func(ctx context.Context) { m.live.RunRenewal(ctx, m.o.Identity, m.o.Server, 0, t.log) }
-	loops := []func(context.Context){t.heartbeatLoop, m.revocationLoop(t.log), t.pointsLoop, t.testLoop, renew}
+	revoke := func(ctx context.Context) { m.joined.RevocationLoop(ctx, t.log, m.o.Server, m.o.Revocations) }
+	loops := []func(context.Context){t.heartbeatLoop, revoke, t.pointsLoop, t.testLoop, renew}
 	t.wg.Add(len(loops))
 	for _, fn := range loops {
 		go func() {
@@ -139,7 +123,7 @@ func (t *Target) Capacity() control.Capacity {
 
 func (t *Target) heartbeatLoop(ctx context.Context) {
 	m := t.mgd
-	out := outage{log: t.log, what: "heartbeat to the configuration server"}
+	out := manage.Outage{Log: t.log, What: "heartbeat to the configuration server"}
 	for {
 		hctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat+5*time.Second)
 		err := m.comp.Heartbeat(hctx, api.HeartbeatRequest{Version: m.o.Version, Address: m.o.Address, Capacity: t.Capacity()})
@@ -147,31 +131,9 @@ func (t *Target) heartbeatLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.note(err)
-		if !sleep(ctx, m.o.Heartbeat) {
+		out.Note(err)
+		if !manage.Sleep(ctx, m.o.Heartbeat) {
 			return
-		}
-	}
-}
-
-// revocationLoop keeps m.revoked fresh. Until the first fetch succeeds
-// nothing is revoked: the listener must serve when the configuration
-// server is away.
-func (m *managed) revocationLoop(log *slog.Logger) func(context.Context) {
-	return func(ctx context.Context) {
-		out := outage{log: log, what: "fetch revocations from the configuration server"}
-		for {
-			rv, err := trust.FetchRevocations(ctx, m.local, m.o.Server)
-			if ctx.Err() != nil {
-				return
-			}
-			if err == nil {
-				m.revoked.Set(rv)
-			}
-			out.note(err)
-			if !sleep(ctx, m.o.Revocations) {
-				return
-			}
 		}
 	}
 }
@@ -189,7 +151,7 @@ func (t *Target) pointsLoop(ctx context.Context) {
 	}
 	sent := map[string]uint64{}     // machine -> fingerprint of the points last reported
 	refused := map[string]refusal{} // machine -> what the server refused, and when
-	out := outage{log: t.log, what: "report recovery points to the configuration server"}
+	out := manage.Outage{Log: t.log, What: "report recovery points to the configuration server"}
 	tick := time.NewTicker(pointsEvery)
 	defer tick.Stop()
 	for {
@@ -213,15 +175,15 @@ func (t *Target) pointsLoop(ctx context.Context) {
 			case err == nil:
 				sent[mc.id] = fp
 				delete(refused, mc.id)
-				out.note(nil)
+				out.Note(nil)
 			case errors.As(err, &ce) && (ce.Status == http.StatusConflict || ce.Status == http.StatusNotFound):
 				if _, ok := refused[mc.id]; !ok {
 					t.log.Warn("the configuration server does not assign this machine to this master target; its points are not reported until they change", "machine", mc.id, "err", err)
 				}
 				refused[mc.id] = refusal{fp, time.Now()}
-				out.note(nil) // the server answered
+				out.Note(nil) // the server answered
 			default:
-				out.note(err)
+				out.Note(err)
 			}
 		}
 		select {
@@ -248,39 +210,4 @@ func fingerprint(pts []replica.Point) uint64 {
 		fmt.Fprintf(h, "%d/%d/%d/%t/%q/%q\n", p.ID, p.Seq, p.Time.UnixNano(), p.AppConsistent, p.Label, strings.Join(p.Tags, "\x00"))
 	}
 	return h.Sum64()
-}
-
-// outage logs the first failure of a repeated call and its recovery,
-// once each (an outage of the configuration server must not flood the
-// log).
-type outage struct {
-	log  *slog.Logger
-	what string
-	mu   sync.Mutex
-	down bool
-}
-
-func (o *outage) note(err error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	switch {
-	case err != nil && !o.down:
-		o.down = true
-		o.log.Warn(o.what+" failed; retrying, serving as before meanwhile", "err", err)
-	case err == nil && o.down:
-		o.down = false
-		o.log.Info(o.what + " works again")
-	}
-}
-
-// sleep waits d give or take a tenth (so that many components do not call
-// in step), or until ctx ends; it says whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	d += time.Duration((rand.Float64()*0.2 - 0.1) * float64(d))
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -105,7 +106,7 @@ func (t *Target) saveTestRecord(r *testRecord) error {
 func (t *Target) testLoop(ctx context.Context) {
 	st := &testState{records: t.loadTestRecords(), sent: map[string]api.RecoveryReport{}, report: t.mgd.comp.Recovery}
 	fst := newFailoverState(t, t.mgd.comp.Recovery) // failovers follow the same desired state (failover.go)
-	out := outage{log: t.log, what: "desired state from the configuration server"}
+	out := manage.Outage{Log: t.log, What: "desired state from the configuration server"}
 	have := ""
 	var cur *api.Desired
 	for {
@@ -113,7 +114,7 @@ func (t *Target) testLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		out.note(err)
+		out.Note(err)
 		if err == nil {
 			cur, have = &d, d.Version
 		}
@@ -121,7 +122,7 @@ func (t *Target) testLoop(ctx context.Context) {
 			t.reconcileFailovers(ctx, fst, *cur)
 			t.reconcileTests(ctx, st, *cur)
 		}
-		if err != nil && !sleep(ctx, testLook) {
+		if err != nil && !manage.Sleep(ctx, testLook) {
 			return
 		}
 	}
