@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/standby-dr/standby/internal/driver"
+	"github.com/standby-dr/standby/internal/driver/all"
 	"strings"
 
 	"github.com/standby-dr/standby/internal/agent"
@@ -98,9 +100,19 @@ func runAgent(ctx context.Context, e *env, o agentOptions) error {
 		fmt.Fprintln(e.stdout, "configuration is valid")
 		return nil
 	}
-	a, err := agent.New(ctx, cfg, e.logger(cfg.LogLevel))
+	log := e.logger(cfg.LogLevel)
+	var src driver.Driver
+	if cfg.Source != nil {
+		// The one place the agent's source machine driver is chosen.
+		var err error
+		if src, err = all.Registry().New(cfg.Source.Driver, driver.Deps{Logger: log}); err != nil {
+			return fmt.Errorf("agent configuration: source: %w", err)
+		}
+	}
+	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	a.SetSourceDriver(src)
 	return a.Run(ctx)
 }

@@ -20,23 +20,41 @@ func newFailoverCommand() command {
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags(e, name, "NAME [--point latest|latest-app|ID|TIME] [--replica NAME] [--cpus N] [--memory MIB] [--net KEY=VALUE]... [--wait] [-o json]")
 			point := fs.String("point", "latest", "the recovery point: latest, latest-app, a point id or an RFC 3339 time")
-			var spec control.ReplicaSpec
-			fs.StringVar(&spec.Name, "replica", "", "the replica machine's name (default NAME)")
-			fs.IntVar(&spec.CPUs, "cpus", 0, "the replica machine's CPUs (default: the driver's)")
-			fs.IntVar(&spec.MemoryMiB, "memory", 0, "the replica machine's memory in MiB (default: the driver's)")
-			network := map[string]string{}
-			fs.Func("net", "a network setting of the driver, KEY=VALUE (qemu: mode, bridge, ...; exec: STANDBY_NET_KEY); repeatable", func(s string) error {
-				k, v, ok := strings.Cut(s, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("want KEY=VALUE, got %q", s)
-				}
-				network[k] = v
-				return nil
-			})
+			spec, network := replicaFlags(fs)
 			return runFailoverJob(ctx, e, fs, args, name, "failover", func() any {
 				return map[string]any{"point": *point, "machine": spec, "network": network}
 			})
 		}}
+}
+
+func newPlannedFailoverCommand() command {
+	const name = "machines planned-failover"
+	return command{name: name, short: "fail a machine over with no data loss: the agent stops the source machine and drains its journal to a final bookmark, then the failover runs to that point (a job; --wait follows it)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "NAME [--replica NAME] [--cpus N] [--memory MIB] [--net KEY=VALUE]... [--wait] [-o json]")
+			spec, network := replicaFlags(fs)
+			return runFailoverJob(ctx, e, fs, args, name, "planned-failover", func() any {
+				return map[string]any{"machine": spec, "network": network}
+			})
+		}}
+}
+
+// replicaFlags are the replica machine's flags of the failover commands.
+func replicaFlags(fs *flag.FlagSet) (*control.ReplicaSpec, map[string]string) {
+	var spec control.ReplicaSpec
+	fs.StringVar(&spec.Name, "replica", "", "the replica machine's name (default NAME)")
+	fs.IntVar(&spec.CPUs, "cpus", 0, "the replica machine's CPUs (default: the driver's)")
+	fs.IntVar(&spec.MemoryMiB, "memory", 0, "the replica machine's memory in MiB (default: the driver's)")
+	network := map[string]string{}
+	fs.Func("net", "a network setting of the driver, KEY=VALUE (qemu: mode, bridge, ...; exec: STANDBY_NET_KEY); repeatable", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", s)
+		}
+		network[k] = v
+		return nil
+	})
+	return &spec, network
 }
 
 func newCommitCommand() command {

@@ -34,14 +34,7 @@ func marker(i int) []byte { return []byte(fmt.Sprintf("FAILOVER-MARKER %06d", i)
 // old agent, restarted, is fenced and nothing of it is applied; commit
 // leaves only the failed-over point in the catalogue.
 func TestFailoverThroughTheCLI(t *testing.T) {
-	for _, tool := range []string{"nbdcopy", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed (libnbd-bin, qemu-utils)", tool)
-			}
-			t.Skipf("%s not installed (libnbd-bin, qemu-utils)", tool)
-		}
-	}
+	needNBDTools(t)
 	vmDir := t.TempDir()
 	script := filepath.Join(vmDir, "vm")
 	writeFile(t, script, vmScript)

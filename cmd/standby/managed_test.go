@@ -74,6 +74,13 @@ type managed struct {
 // target's configuration.
 func startManaged(t *testing.T, tgtExtra string) *managed {
 	t.Helper()
+	return startManagedWith(t, tgtExtra, "")
+}
+
+// startManagedWith is startManaged with agentExtra appended to the
+// agent's configuration too.
+func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
+	t.Helper()
 	dir := t.TempDir()
 	srv := startServerProc(t, dir, freePort(t))
 	server := "https://" + srv.addr
@@ -111,7 +118,7 @@ func startManaged(t *testing.T, tgtExtra string) *managed {
 	f.Close()
 	agentSock := filepath.Join(dir, "agent.sock")
 	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("machine: web01\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
-		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+controlSection(agentID, ""))
+		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+controlSection(agentID, "")+agentExtra)
 
 	agentP := &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
 	for _, p := range []*roleProc{

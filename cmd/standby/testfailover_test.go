@@ -50,14 +50,10 @@ status)
 esac
 `
 
-// A test failover and its cleanup through the CLI, with every role a
-// separate process: the master target exports the latest point over a
-// unix socket and starts the replica machine with the exec driver; the
-// machine reads the marker written through the agent, its own write
-// reaches neither the replica nor the source, replication goes on, and
-// the cleanup stops the machine and removes the export and its overlay;
-// the point is tagged "tested".
-func TestTestFailoverThroughTheCLI(t *testing.T) {
+// needNBDTools skips (fails in CI) without nbdcopy and qemu-io, which the
+// exec driver's test machines use.
+func needNBDTools(t *testing.T) {
+	t.Helper()
 	for _, tool := range []string{"nbdcopy", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -66,6 +62,17 @@ func TestTestFailoverThroughTheCLI(t *testing.T) {
 			t.Skipf("%s not installed (libnbd-bin, qemu-utils)", tool)
 		}
 	}
+}
+
+// A test failover and its cleanup through the CLI, with every role a
+// separate process: the master target exports the latest point over a
+// unix socket and starts the replica machine with the exec driver; the
+// machine reads the marker written through the agent, its own write
+// reaches neither the replica nor the source, replication goes on, and
+// the cleanup stops the machine and removes the export and its overlay;
+// the point is tagged "tested".
+func TestTestFailoverThroughTheCLI(t *testing.T) {
+	needNBDTools(t)
 	vmDir := t.TempDir()
 	script := filepath.Join(vmDir, "vm")
 	writeFile(t, script, vmScript)

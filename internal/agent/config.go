@@ -10,6 +10,7 @@ import (
 
 	"github.com/standby-dr/standby/internal/capture"
 	"github.com/standby-dr/standby/internal/config"
+	"github.com/standby-dr/standby/internal/driver"
 	"github.com/standby-dr/standby/internal/units"
 	"github.com/standby-dr/standby/internal/wire"
 )
@@ -43,6 +44,20 @@ type Config struct {
 	// Control makes the agent managed by a configuration server
 	// (control.go); without it the agent runs from this file alone.
 	Control *ControlConfig `yaml:"control,omitempty"`
+	// Source is the protected machine as its machine driver knows it: a
+	// planned failover stops it through the driver before draining
+	// (drain.go). Without it the agent only refuses writes.
+	Source *SourceConfig `yaml:"source,omitempty"`
+}
+
+// SourceConfig names the protected machine to its machine driver
+// (docs/drivers.md): the same drivers that start replica machines at the
+// master target.
+type SourceConfig struct {
+	Driver driver.Config `yaml:"driver"`
+	// Handle is the machine's handle for the driver (exec: passed to the
+	// stop and status commands; qemu: the machine's name).
+	Handle string `yaml:"handle"`
 }
 
 // ReplicationConfig names the process server the journal is shipped to.
@@ -194,6 +209,17 @@ func (c *Config) Validate() error {
 		}
 	case c.Replication != nil:
 		errs = append(errs, c.Replication.validate()...)
+	}
+	if c.Source != nil {
+		if c.Source.Driver.Name == "" {
+			bad("source.driver.name: required (exec or qemu; docs/drivers.md)")
+		}
+		if c.Source.Handle == "" {
+			bad("source.handle: required (the machine's handle for its driver)")
+		}
+		if c.Control == nil {
+			bad("source: planned failovers come from the configuration server: set control: too, or leave source: out")
+		}
 	}
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

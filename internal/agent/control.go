@@ -81,6 +81,8 @@ type ControlStatus struct {
 	Protected     bool          `json:"protected"`
 	ProcessServer *api.Endpoint `json:"process_server,omitempty"`
 	PointInterval string        `json:"point_interval,omitempty"`
+	// Drain is a planned failover's drain (drain.go), while one is wanted.
+	Drain *control.DrainReport `json:"drain,omitempty"`
 }
 
 // controller is a managed agent's side of the control plane: heartbeats
@@ -104,6 +106,10 @@ type controller struct {
 	st       ControlStatus
 	desired  *api.DesiredMachine // this machine's entry; nil: not protected
 	reported string              // the replication state last reported
+
+	drain   drainer       // planned failovers (drain.go)
+	running bool          // run started: apply may start drains (guarded by mu)
+	kick    chan struct{} // reportSoon: report now
 }
 
 // desiredFile keeps the last desired state of a managed agent.
@@ -123,7 +129,8 @@ func newController(a *Agent, cfg ControlConfig) (*controller, error) {
 	}
 	every, _ := cfg.heartbeat()
 	c := &controller{a: a, cfg: cfg, every: every, comp: comp, log: a.log.With("server", cfg.Server),
-		path: filepath.Join(a.cfg.StateDir, desiredFile)}
+		path: filepath.Join(a.cfg.StateDir, desiredFile), kick: make(chan struct{}, 1)}
+	c.drain.c = c
 	c.st = ControlStatus{Server: cfg.Server, Identity: l.Identity.String()}
 	d, err := c.load()
 	if err != nil {
@@ -136,6 +143,14 @@ func newController(a *Agent, cfg ControlConfig) (*controller, error) {
 // run heartbeats, reports, polls the desired state and takes the
 // policy's bookmarks until ctx ends.
 func (c *controller) run(ctx context.Context) {
+	c.mu.Lock()
+	c.running = true
+	d := c.desired
+	c.mu.Unlock()
+	if d != nil {
+		c.drain.set(d.Drain)
+	}
+	defer c.drain.stop()
 	var wg sync.WaitGroup
 	// Renewal rewrites the identity files before the certificate expires;
 	// every dial and every call to the server loads them afresh.
@@ -154,6 +169,7 @@ func (c *controller) Status() ControlStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.st
+	st.Drain = c.drain.report()
 	if st.ProcessServer != nil {
 		ep := *st.ProcessServer
 		st.ProcessServer = &ep
@@ -222,7 +238,20 @@ func (c *controller) reportLoop(ctx context.Context) {
 			full = true
 		case <-watch.C:
 			full = false
+		case <-c.kick:
+			full = false
+			c.mu.Lock()
+			c.reported = "" // report now, whatever the state
+			c.mu.Unlock()
 		}
+	}
+}
+
+// reportSoon makes the report loop report now (a drain's progress).
+func (c *controller) reportSoon() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -274,6 +303,7 @@ func (c *controller) report() api.AgentReport {
 		LastError:    rs.LastError,
 		LastPointAt:  c.a.ship.appliedAt(),
 	}
+	r.Drain = c.drain.report()
 	return r
 }
 
@@ -327,7 +357,7 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 		why := fmt.Sprintf("fenced: the machine was failed over (epoch %d, this journal's %d); shipping stopped", d.Epoch, c.a.machine.Stats().Epoch)
 		c.log.Error(why)
 		c.a.ship.fence(why)
-		d = &api.DesiredMachine{ID: d.ID, Name: d.Name, Epoch: d.Epoch, Policy: d.Policy} // no process server
+		d = &api.DesiredMachine{ID: d.ID, Name: d.Name, Epoch: d.Epoch, Policy: d.Policy, Drain: d.Drain} // no process server
 	}
 	var p *peer
 	if d != nil && d.Process != nil && d.Process.Address != "" {
@@ -336,6 +366,7 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 	c.mu.Lock()
 	was := c.desired
 	c.desired = d
+	running := c.running
 	c.st.Protected, c.st.ProcessServer, c.st.PointInterval = d != nil, nil, ""
 	if d != nil {
 		if d.Process != nil {
@@ -361,6 +392,13 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 		c.log.Info("not protected any more: shipping stopped; capture and the journal go on")
 	}
 	c.a.ship.setPeer(p)
+	if running {
+		var want *api.DesiredDrain
+		if d != nil {
+			want = d.Drain
+		}
+		c.drain.set(want)
+	}
 }
 
 // load reads the desired entry kept by save; nil when there is none.

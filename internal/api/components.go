@@ -56,6 +56,8 @@ type AgentReport struct {
 	Name        string                    `json:"name"` // unique across the deployment
 	Disks       []control.Disk            `json:"disks"`
 	Replication control.ReplicationReport `json:"replication"`
+	// Drain is the agent's part of a planned failover (DesiredDrain).
+	Drain *control.DrainReport `json:"drain,omitempty"`
 }
 
 func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -110,6 +112,10 @@ func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Ma
 			return control.Machine{}, errorf(http.StatusConflict, "machine %s (%s) is reported by agent %s, not this one (%s)", m.Name, m.ID, m.Agent, agent.ID)
 		}
 		m.Disks, m.Replication, m.Name, m.UpdatedAt = req.Disks, req.Replication, req.Name, s.now()
+		drained, err := s.applyDrainReport(&m, req.Drain)
+		if err != nil {
+			return control.Machine{}, err
+		}
 		// What the agent does moves the protection state on.
 		evs := control.ReportEvents(m.State, req.Replication.State)
 		before := m.State
@@ -125,6 +131,9 @@ func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Ma
 		}
 		if m.State != before {
 			s.audit(ctx, "machine.state", "machine/"+m.Name, nil, fmt.Sprintf("%s -> %s (agent %s)", before, m.State, req.Replication.State))
+		}
+		if drained {
+			s.desired.notify() // wakes the planned-failover job
 		}
 		return m, nil
 	}

@@ -171,7 +171,7 @@ func (c componentService) Heartbeat(ctx context.Context, req *pb.HeartbeatReques
 }
 
 func (c componentService) ReportMachine(ctx context.Context, req *pb.ReportMachineRequest) (*pb.ReportMachineResponse, error) {
-	m, err := c.s.reportMachine(ctx, AgentReport{ID: req.GetId(), Name: req.GetName(), Disks: pb.ToDisks(req.GetDisks()), Replication: pb.ToReplication(req.GetReplication())})
+	m, err := c.s.reportMachine(ctx, AgentReport{ID: req.GetId(), Name: req.GetName(), Disks: pb.ToDisks(req.GetDisks()), Replication: pb.ToReplication(req.GetReplication()), Drain: pb.ToDrainReport(req.GetDrain())})
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func DesiredToPB(d Desired) *pb.Desired {
 	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines))}
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
-			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover)}
+			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover), Drain: drainToPB(m.Drain)}
 	}
 	return out
 }
@@ -262,7 +262,7 @@ func DesiredFromPB(d *pb.Desired) Desired {
 	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines()))}
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
-			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover())}
+			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover()), Drain: drainFromPB(m.GetDrain())}
 	}
 	return out
 }

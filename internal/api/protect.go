@@ -229,6 +229,9 @@ type DesiredMachine struct {
 	// Failover is a failover the master target should run (master
 	// targets'; failover.go).
 	Failover *DesiredFailover `json:"failover,omitempty"`
+	// Drain is a planned failover the agent takes part in (agents';
+	// planned.go).
+	Drain *DesiredDrain `json:"drain,omitempty"`
 }
 
 // Endpoint is a server a component connects to: its address and the
@@ -289,6 +292,7 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 			if !m.State.InFailover() { // failed over: the new epoch and no process server fence the agent
 				dm.Process, err = endpoint(m.Process)
 			}
+			dm.Drain = desiredDrain(m)
 		case control.RoleProcess:
 			dm.Target, err = endpoint(m.Target)
 		case control.RoleTarget:

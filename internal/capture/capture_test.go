@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -499,5 +502,47 @@ func TestActivityLogSurvivesFailedRecovery(t *testing.T) {
 			t.Fatalf("attempt %d: hot extents %v, want [{0 5}]", attempt, hot)
 		}
 		a.close() // the recovery "dies" here, before reset
+	}
+}
+
+// A frozen machine refuses writes, zeroing and trims with an error that
+// NBD maps to EPERM, journals nothing of them and leaves the disk as it
+// was; reads and bookmarks go on; after Thaw writes are accepted again.
+func TestFreezeRefusesWrites(t *testing.T) {
+	r := newRig(t, 1<<20)
+	m := r.open(t, Options{SegmentSize: 64 << 10})
+	defer m.Close(context.Background())
+	d := m.Disks()[0]
+	ctx := context.Background()
+	if err := d.WriteAt(ctx, []byte("before"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	m.Freeze("planned failover f1")
+	before := m.Stats()
+	for name, op := range map[string]func() error{
+		"write": func() error { return d.WriteAt(ctx, []byte("after"), 0, false) },
+		"zero":  func() error { return d.Zero(ctx, 0, 4096, true, false) },
+		"trim":  func() error { return d.Trim(ctx, 0, 4096, false) },
+	} {
+		err := op()
+		var fe *FrozenError
+		if !errors.As(err, &fe) || !errors.Is(err, syscall.EROFS) || !strings.Contains(err.Error(), "planned failover f1") {
+			t.Errorf("%s on a frozen machine: %v; want a FrozenError matching EROFS", name, err)
+		}
+	}
+	after := m.Stats()
+	if after.Pos != before.Pos || after.Frozen != "planned failover f1" {
+		t.Fatalf("frozen: journal moved %v -> %v, Frozen %q", before.Pos, after.Pos, after.Frozen)
+	}
+	buf := make([]byte, 6)
+	if err := d.ReadAt(ctx, buf, 0); err != nil || string(buf) != "before" {
+		t.Fatalf("read on a frozen machine: %q, %v", buf, err)
+	}
+	if _, err := m.Bookmark("final", true); err != nil {
+		t.Fatalf("bookmark on a frozen machine: %v", err)
+	}
+	m.Thaw()
+	if err := d.WriteAt(ctx, []byte("thawed"), 0, false); err != nil || m.Stats().Frozen != "" {
+		t.Fatalf("write after Thaw: %v", err)
 	}
 }

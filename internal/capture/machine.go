@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/standby-dr/standby/internal/fsutil"
@@ -149,6 +150,8 @@ type Stats struct {
 	SegmentsAhead  uint64 `json:"segments_prepared_ahead"`
 	SegmentsInline uint64 `json:"segments_made_inline"`
 	Recovered      string `json:"recovered,omitempty"` // what Open had to recover, if anything
+	// Frozen says why writes are refused (Freeze), when they are.
+	Frozen string `json:"frozen,omitempty"`
 }
 
 // Machine captures the writes of one machine's disks into one journal.
@@ -170,6 +173,7 @@ type Machine struct {
 	writeGen    uint64 // generation of the newest mutation
 	syncedGen   uint64 // newest generation a completed sync made durable
 	failed      error
+	frozen      string // why writes are refused (Freeze); "" when they are not
 	sinceBM     uint64 // records since the last bookmark
 	lastBM      uint64
 	stats       Stats
@@ -249,6 +253,11 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 	if m.failed != nil {
 		m.mu.Unlock()
 		return m.failed
+	}
+	if m.frozen != "" {
+		why := m.frozen
+		m.mu.Unlock()
+		return &FrozenError{Why: why}
 	}
 	gen, err := m.touchActivity(d.index, off, end-off)
 	if err != nil {
@@ -380,6 +389,43 @@ func (m *Machine) fail(err error) error {
 		m.log.Error("capture failed", "machine", m.st.MachineID, "err", err)
 	}
 	return m.failed
+}
+
+// FrozenError is a write refused because the machine is frozen; it
+// wraps syscall.EROFS, so NBD clients see EPERM.
+type FrozenError struct{ Why string }
+
+func (e *FrozenError) Error() string { return "writes refused: " + e.Why }
+
+// Unwrap makes errors.Is(err, syscall.EROFS) and errors.As to a
+// syscall.Errno hold.
+func (e *FrozenError) Unwrap() error { return syscall.EROFS }
+
+// Freeze makes the machine refuse every write, trim and zeroing from now
+// on (a planned failover: the source machine is stopped, and nothing
+// written after the final bookmark could be replicated). Writes already
+// accepted are in the journal. Reads and flushes go on. Freezing a
+// frozen machine changes only the reason. It lasts until Thaw or Close.
+func (m *Machine) Freeze(why string) {
+	if why == "" {
+		why = "frozen"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.frozen == "" {
+		m.log.Warn("writes refused from now on", "machine", m.st.MachineID, "why", why)
+	}
+	m.frozen = why
+}
+
+// Thaw accepts writes again after Freeze.
+func (m *Machine) Thaw() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.frozen != "" {
+		m.log.Info("writes accepted again", "machine", m.st.MachineID, "was", m.frozen)
+	}
+	m.frozen = ""
 }
 
 // Bookmark appends a bookmark and returns its sequence number. It fails
@@ -642,6 +688,7 @@ func (m *Machine) Stats() Stats {
 	s.ALSyncs = m.al.syncs
 	s.SegmentsAhead, s.SegmentsInline = m.seg.fromSpare, m.seg.inline
 	s.Flushes = m.flushCount.Load()
+	s.Frozen = m.frozen
 	switch {
 	case m.failed != nil:
 		s.State = StateFailed

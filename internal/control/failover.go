@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Failover is the (unplanned) failover of a machine: what the operator
-// asked for and what its master target reports back. It stays on the
+// Failover is the failover of a machine, planned or unplanned: what the
+// operator asked for and what its agent (the drain of a planned one) and
+// its master target report back. It stays on the
 // machine after the failover, as its record: Machine.State says where the
 // failover is (failover-started, failed-over, failover-committed, ...).
 type Failover struct {
@@ -27,9 +28,50 @@ type Failover struct {
 	Network map[string]string `json:"network,omitempty"`
 	// Commit is set when the operator committed the failover: the master
 	// target releases every other point.
-	Commit      bool           `json:"commit,omitempty"`
+	Commit bool `json:"commit,omitempty"`
+	// Planned: the source machine is stopped and the journal drained to a
+	// final bookmark first (state failover-draining); Point is then that
+	// bookmark's point, and Epoch is raised only after the drain.
+	Planned bool `json:"planned,omitempty"`
+	// Drain is the agent's report of a planned failover's drain.
+	Drain       *DrainReport   `json:"drain,omitempty"`
 	RequestedAt time.Time      `json:"requested_at"`
 	Report      FailoverReport `json:"report"`
+}
+
+// DrainReport is an agent's report of a planned failover's drain: the
+// source machine stopped through its driver, writes refused from then on,
+// a final bookmark, and every segment up to it applied at the master
+// target. Zero data loss: every write the agent acknowledged before the
+// stop is in the final bookmark's recovery point.
+type DrainReport struct {
+	ID string `json:"id"` // the failover's
+	// SourceStopped: the agent's machine driver stopped the source
+	// machine (SourceState is what the driver said). Without a driver the
+	// agent only refuses writes, and SourceState says so.
+	SourceStopped bool   `json:"source_stopped,omitempty"`
+	SourceState   string `json:"source_state,omitempty"`
+	// WritesRefused: the agent refuses every write (NBD EPERM) from now
+	// until the failover is over.
+	WritesRefused bool `json:"writes_refused,omitempty"`
+	// Done: the final bookmark (journal sequence BookmarkSeq, Label) is
+	// applied at the master target.
+	Done        bool      `json:"done,omitempty"`
+	BookmarkSeq uint64    `json:"bookmark_seq,omitempty"`
+	Label       string    `json:"label,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	ReportedAt  time.Time `json:"reported_at,omitzero"`
+}
+
+// DrainLabel is the label of a planned failover's final bookmark.
+func DrainLabel(failoverID string) string { return "planned-failover-" + failoverID }
+
+// Validate checks a drain report's sizes.
+func (r DrainReport) Validate() error {
+	if r.ID == "" || len(r.ID) > 64 || len(r.SourceState) > 1024 || len(r.Label) > 128 || len(r.Error) > 4096 {
+		return fmt.Errorf("%w: drain report: a failover id of 1-64 bytes, a source state of 1024, a label of 128, an error of 4096", ErrInvalidTestFailover)
+	}
+	return nil
 }
 
 // FailoverPhase is where a master target is with a failover.

@@ -32,6 +32,12 @@ const (
 	// StateDisabling: protection is being removed (replica and history
 	// released at the master target).
 	StateDisabling MachineState = "disabling"
+	// StateFailoverDraining: a planned failover stopped the source machine
+	// and drains its journal to the master target, ending with a final
+	// bookmark; the epoch is not raised yet (the target must take the
+	// drained segments). Replication goes on meanwhile; the agent refuses
+	// writes.
+	StateFailoverDraining MachineState = "failover-draining"
 	// StateFailoverStarted: a planned or unplanned failover is running;
 	// the epoch was incremented, so the source is fenced.
 	StateFailoverStarted MachineState = "failover-started"
@@ -56,7 +62,7 @@ const (
 var MachineStates = []MachineState{
 	StateUnprotected, StateEnabling, StateInitialReplication, StateProtected,
 	StateResynchronizing, StatePaused, StateCritical, StateDisabling,
-	StateFailoverStarted, StateFailoverFailed, StateFailedOver,
+	StateFailoverDraining, StateFailoverStarted, StateFailoverFailed, StateFailedOver,
 	StateFailoverCommitted, StateReprotecting,
 }
 
@@ -81,7 +87,9 @@ const (
 	EventHeartbeatBack     Event = "heartbeat-back"      // the agent is heard again
 	EventDisable           Event = "disable"             // operator removes protection
 	EventDisabled          Event = "disabled"            // removal finished
-	EventFailover          Event = "failover"            // a planned or unplanned failover starts
+	EventFailover          Event = "failover"            // an unplanned failover starts (the epoch is raised)
+	EventPlannedFailover   Event = "planned-failover"    // a planned failover stops the source and drains
+	EventDrained           Event = "drained"             // the drain ended at a final bookmark: fence and fail over to it
 	EventFailoverDone      Event = "failover-done"       // the replica machine runs
 	EventFailoverFailed    Event = "failover-failed"     // the failover job failed
 	EventCommit            Event = "commit"              // the chosen point is made final
@@ -103,7 +111,7 @@ var AllEvents = []Event{
 	EventEnable, EventAgentJoinedStream, EventInitialDone, EventResyncStarted,
 	EventResyncDone, EventPause, EventResume, EventHeartbeatLost,
 	EventHeartbeatBack, EventDisable, EventDisabled, EventFailover,
-	EventFailoverDone, EventFailoverFailed, EventCommit, EventReprotect,
+	EventPlannedFailover, EventDrained, EventFailoverDone, EventFailoverFailed, EventCommit, EventReprotect,
 	EventReprotectDone,
 }
 
@@ -147,6 +155,9 @@ var transitions = []StateTransition{
 	{StateProtected, EventPause, StatePaused},
 	{StateProtected, EventHeartbeatLost, StateCritical},
 	{StateProtected, EventFailover, StateFailoverStarted},
+	// A planned failover needs the replica in delta, so that the drain
+	// ends at a consistent final bookmark.
+	{StateProtected, EventPlannedFailover, StateFailoverDraining},
 	{StateProtected, EventDisable, StateDisabling},
 
 	{StateResynchronizing, EventResyncDone, StateProtected},
@@ -167,6 +178,13 @@ var transitions = []StateTransition{
 	{StateCritical, EventDisable, StateDisabling},
 
 	{StateDisabling, EventDisabled, StateUnprotected},
+
+	{StateFailoverDraining, EventDrained, StateFailoverStarted},
+	// The source could not be stopped or the drain did not finish.
+	{StateFailoverDraining, EventFailoverFailed, StateFailoverFailed},
+	// A disaster during the drain does not wait for it.
+	{StateFailoverDraining, EventFailover, StateFailoverStarted},
+	{StateFailoverDraining, EventDisable, StateDisabling},
 
 	{StateFailoverStarted, EventFailoverDone, StateFailedOver},
 	{StateFailoverStarted, EventFailoverFailed, StateFailoverFailed},

@@ -27,11 +27,12 @@ var want = map[MachineState]map[Event]MachineState{
 		EventDisable:       StateDisabling,
 	},
 	StateProtected: {
-		EventResyncStarted: StateResynchronizing,
-		EventPause:         StatePaused,
-		EventHeartbeatLost: StateCritical,
-		EventFailover:      StateFailoverStarted,
-		EventDisable:       StateDisabling,
+		EventResyncStarted:   StateResynchronizing,
+		EventPause:           StatePaused,
+		EventHeartbeatLost:   StateCritical,
+		EventFailover:        StateFailoverStarted,
+		EventPlannedFailover: StateFailoverDraining,
+		EventDisable:         StateDisabling,
 	},
 	StateResynchronizing: {
 		EventResyncDone:    StateProtected,
@@ -52,6 +53,12 @@ var want = map[MachineState]map[Event]MachineState{
 		EventDisable:       StateDisabling,
 	},
 	StateDisabling: {EventDisabled: StateUnprotected},
+	StateFailoverDraining: {
+		EventDrained:        StateFailoverStarted,
+		EventFailoverFailed: StateFailoverFailed,
+		EventFailover:       StateFailoverStarted,
+		EventDisable:        StateDisabling,
+	},
 	StateFailoverStarted: {
 		EventFailoverDone:   StateFailedOver,
 		EventFailoverFailed: StateFailoverFailed,

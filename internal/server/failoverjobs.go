@@ -45,39 +45,45 @@ func (s *Server) failoverPlanner(job control.Job) ([]orchestrate.StepSpec, error
 		return nil, err
 	}
 	return []orchestrate.StepSpec{
-		{Name: "publish the new epoch and the failover", Idempotent: true, Retries: 3, Timeout: time.Minute,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				s.api.DesiredChanged()
-				return nil
-			}},
-		{Name: "wait for the master target to fence, export and start the replica machine", Idempotent: true, Retries: 3, Timeout: failoverWait,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {
-					if err := currentFailover(m, p.Failover); err != nil {
-						return false, err
-					}
-					rep := m.Failover.Report
-					switch m.State {
-					case control.StateFailedOver, control.StateFailoverCommitted:
-						r.Progress(1)
-						r.SetResult(fmt.Sprintf("%s failed over: replica machine %s runs from recovery point %d (%s), export %s; epoch %d (the old primary is fenced); hydration %s; commit with `standby machines commit %s`",
-							m.Name, m.Failover.Replica.Name, rep.PointID, rep.PointTime.UTC().Format(time.RFC3339), rep.Export, m.Epoch, hydrationText(rep.Hydration), m.Name))
-						return true, nil
-					case control.StateFailoverFailed:
-						return false, orchestrate.Permanent(fmt.Errorf("the master target could not fail %s over: %s; retry (perhaps with another point): run `standby machines failover %s --point SEL`", m.Name, rep.Error, m.Name))
-					case control.StateFailoverStarted:
-					default:
-						return false, orchestrate.Permanent(fmt.Errorf("machine %s is %s now", m.Name, m.State))
-					}
-					if rep.Phase == "" {
-						r.Message("the master target has not reported yet")
-					} else {
-						r.Message(fmt.Sprintf("master target: %s, fenced at epoch %d, export %s, machine %s %s %s", rep.Phase, rep.Fenced, orDash(rep.Export), orDash(rep.Machine), orDash(rep.MachineState), rep.Error))
-					}
-					return false, nil
-				})
-			}},
+		s.publishStep("publish the new epoch and the failover"),
+		s.waitFailedOverStep(p),
 	}, nil
+}
+
+// waitFailedOverStep waits until the master target reports the replica
+// machine of failover p running from the point (failover-done).
+func (s *Server) waitFailedOverStep(p api.FailoverJobParams) orchestrate.StepSpec {
+	return orchestrate.StepSpec{Name: "wait for the master target to fence, export and start the replica machine", Idempotent: true, Retries: 3, Timeout: failoverWait,
+		Run: func(ctx context.Context, r *orchestrate.StepRun) error {
+			return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {
+				if err := currentFailover(m, p.Failover); err != nil {
+					return false, err
+				}
+				rep := m.Failover.Report
+				switch m.State {
+				case control.StateFailedOver, control.StateFailoverCommitted:
+					r.Progress(1)
+					planned := ""
+					if d := m.Failover.Drain; m.Failover.Planned && d != nil {
+						planned = fmt.Sprintf("planned: source %s, writes refused, journal drained to the final bookmark: no data lost. ", orDash(d.SourceState))
+					}
+					r.SetResult(planned + fmt.Sprintf("%s failed over: replica machine %s runs from recovery point %d (%s), export %s; epoch %d (the old primary is fenced); hydration %s; commit with `standby machines commit %s`",
+						m.Name, m.Failover.Replica.Name, rep.PointID, rep.PointTime.UTC().Format(time.RFC3339), rep.Export, m.Epoch, hydrationText(rep.Hydration), m.Name))
+					return true, nil
+				case control.StateFailoverFailed:
+					return false, orchestrate.Permanent(fmt.Errorf("the master target could not fail %s over: %s; retry (perhaps with another point): run `standby machines failover %s --point SEL`", m.Name, rep.Error, m.Name))
+				case control.StateFailoverStarted:
+				default:
+					return false, orchestrate.Permanent(fmt.Errorf("machine %s is %s now", m.Name, m.State))
+				}
+				if rep.Phase == "" {
+					r.Message("the master target has not reported yet")
+				} else {
+					r.Message(fmt.Sprintf("master target: %s, fenced at epoch %d, export %s, machine %s %s %s", rep.Phase, rep.Fenced, orDash(rep.Export), orDash(rep.Machine), orDash(rep.MachineState), rep.Error))
+				}
+				return false, nil
+			})
+		}}
 }
 
 // commitPlanner: publish the commit, wait until the master target reports
@@ -89,11 +95,7 @@ func (s *Server) commitPlanner(job control.Job) ([]orchestrate.StepSpec, error) 
 		return nil, err
 	}
 	return []orchestrate.StepSpec{
-		{Name: "publish the commit", Idempotent: true, Retries: 3, Timeout: time.Minute,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				s.api.DesiredChanged()
-				return nil
-			}},
+		s.publishStep("publish the commit"),
 		{Name: "wait for the master target to release the other points", Idempotent: true, Retries: 3, Timeout: failoverWait,
 			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
 				return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {

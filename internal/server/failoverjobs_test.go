@@ -20,12 +20,7 @@ import (
 func TestFailoverJobs(t *testing.T) {
 	d := startServer(t)
 	ctx := context.Background()
-	target := d.join(control.RoleTarget, "mt1", "127.0.0.1:9830")
-	process := d.join(control.RoleProcess, "ps1", "127.0.0.1:9821")
-	agent := d.join(control.RoleAgent, "host1", "")
-	for _, c := range []*component{target, process, agent} {
-		c.must("POST", "/v1/heartbeat", map[string]any{"version": "t", "address": map[control.Role]string{control.RoleTarget: "127.0.0.1:9830", control.RoleProcess: "127.0.0.1:9821"}[c.id.Role]}, 204)
-	}
+	target, process, agent := d.joinSites()
 	report := func(state string) {
 		agent.must("POST", "/v1/agent/report", map[string]any{"id": "m-web01", "name": "web01",
 			"disks": []map[string]any{{"name": "vda", "size": 1 << 30}}, "replication": map[string]any{"state": state}}, 200)

@@ -100,6 +100,16 @@ func (s *Server) waitMachine(ctx context.Context, r *orchestrate.StepRun, id str
 	}
 }
 
+// publishStep wakes the components' desired-state polls: what the API
+// call stored (a new epoch, a failover, a drain, a removal) reaches them.
+func (s *Server) publishStep(name string) orchestrate.StepSpec {
+	return orchestrate.StepSpec{Name: name, Idempotent: true, Retries: 3, Timeout: time.Minute,
+		Run: func(ctx context.Context, r *orchestrate.StepRun) error {
+			s.api.DesiredChanged()
+			return nil
+		}}
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"

@@ -169,11 +169,12 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			}
 		}}
 	s.jobs = &orchestrate.Runner{Store: st, Log: o.Log, Now: o.Now, Planners: map[string]orchestrate.Planner{
-		JobProtect:          orchestrate.PlannerFunc(s.protectPlanner),
-		api.JobTestFailover: orchestrate.PlannerFunc(s.testFailoverPlanner),
-		api.JobFailover:     orchestrate.PlannerFunc(s.failoverPlanner),
-		api.JobCommit:       orchestrate.PlannerFunc(s.commitPlanner),
-		api.JobTestCleanup:  orchestrate.PlannerFunc(s.testCleanupPlanner),
+		JobProtect:             orchestrate.PlannerFunc(s.protectPlanner),
+		api.JobTestFailover:    orchestrate.PlannerFunc(s.testFailoverPlanner),
+		api.JobFailover:        orchestrate.PlannerFunc(s.failoverPlanner),
+		api.JobCommit:          orchestrate.PlannerFunc(s.commitPlanner),
+		api.JobPlannedFailover: orchestrate.PlannerFunc(s.plannedFailoverPlanner),
+		api.JobTestCleanup:     orchestrate.PlannerFunc(s.testCleanupPlanner),
 	}}
 	regHandler := s.reg.Handler()
 	// Every component call is checked against the CA, whatever the

@@ -48,11 +48,7 @@ func (s *Server) testFailoverPlanner(job control.Job) ([]orchestrate.StepSpec, e
 					return true, nil
 				})
 			}},
-		{Name: "publish the desired state", Idempotent: true, Retries: 3, Timeout: time.Minute,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				s.api.DesiredChanged()
-				return nil
-			}},
+		s.publishStep("publish the desired state"),
 		{Name: "wait for the master target to start the replica machine", Idempotent: true, Retries: 3, Timeout: testWait,
 			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
 				return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {
@@ -87,11 +83,7 @@ func (s *Server) testCleanupPlanner(job control.Job) ([]orchestrate.StepSpec, er
 		return nil, err
 	}
 	return []orchestrate.StepSpec{
-		{Name: "publish the removal", Idempotent: true, Retries: 3, Timeout: time.Minute,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				s.api.DesiredChanged()
-				return nil
-			}},
+		s.publishStep("publish the removal"),
 		{Name: "wait for the master target to remove the replica machine and the export", Idempotent: true, Retries: 3, Timeout: testWait,
 			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
 				return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {

@@ -40,6 +40,18 @@ func (d *deployment) waitJob(id string) control.Job {
 	return j
 }
 
+// joinSites joins a master target, a process server and an agent (host1)
+// that have heartbeated with their addresses.
+func (d *deployment) joinSites() (target, process, agent *component) {
+	target = d.join(control.RoleTarget, "mt1", "127.0.0.1:9830")
+	process = d.join(control.RoleProcess, "ps1", "127.0.0.1:9821")
+	agent = d.join(control.RoleAgent, "host1", "")
+	for _, c := range []*component{target, process, agent} {
+		c.must("POST", "/v1/heartbeat", map[string]any{"version": "t", "address": map[control.Role]string{control.RoleTarget: "127.0.0.1:9830", control.RoleProcess: "127.0.0.1:9821"}[c.id.Role]}, 204)
+	}
+	return target, process, agent
+}
+
 // The test failover jobs with the master target simulated by a joined
 // component that reads its desired state and reports over gRPC: the flag's
 // transitions and refusals, the desired state the target gets, the jobs'
@@ -47,12 +59,7 @@ func (d *deployment) waitJob(id string) control.Job {
 func TestTestFailoverJobs(t *testing.T) {
 	d := startServer(t)
 	ctx := context.Background()
-	target := d.join(control.RoleTarget, "mt1", "127.0.0.1:9830")
-	process := d.join(control.RoleProcess, "ps1", "127.0.0.1:9821")
-	agent := d.join(control.RoleAgent, "host1", "")
-	for _, c := range []*component{target, process, agent} {
-		c.must("POST", "/v1/heartbeat", map[string]any{"version": "t", "address": map[control.Role]string{control.RoleTarget: "127.0.0.1:9830", control.RoleProcess: "127.0.0.1:9821"}[c.id.Role]}, 204)
-	}
+	target, process, agent := d.joinSites()
 	report := func(state string) {
 		agent.must("POST", "/v1/agent/report", map[string]any{"id": "m-web01", "name": "web01",
 			"disks": []map[string]any{{"name": "vda", "size": 1 << 30}}, "replication": map[string]any{"state": state}}, 200)

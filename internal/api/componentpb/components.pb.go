@@ -342,6 +342,7 @@ type ReportMachineRequest struct {
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // unique across the deployment
 	Disks         []*Disk                `protobuf:"bytes,3,rep,name=disks,proto3" json:"disks,omitempty"`
 	Replication   *Replication           `protobuf:"bytes,4,opt,name=replication,proto3" json:"replication,omitempty"`
+	Drain         *DrainReport           `protobuf:"bytes,5,opt,name=drain,proto3" json:"drain,omitempty"` // a planned failover's drain, while one is wanted
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -404,6 +405,114 @@ func (x *ReportMachineRequest) GetReplication() *Replication {
 	return nil
 }
 
+func (x *ReportMachineRequest) GetDrain() *DrainReport {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
+// DrainReport is an agent's report of a planned failover's drain.
+type DrainReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // the failover's id
+	SourceStopped bool                   `protobuf:"varint,2,opt,name=source_stopped,json=sourceStopped,proto3" json:"source_stopped,omitempty"`
+	SourceState   string                 `protobuf:"bytes,3,opt,name=source_state,json=sourceState,proto3" json:"source_state,omitempty"`
+	WritesRefused bool                   `protobuf:"varint,4,opt,name=writes_refused,json=writesRefused,proto3" json:"writes_refused,omitempty"`
+	Done          bool                   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	BookmarkSeq   uint64                 `protobuf:"varint,6,opt,name=bookmark_seq,json=bookmarkSeq,proto3" json:"bookmark_seq,omitempty"`
+	Label         string                 `protobuf:"bytes,7,opt,name=label,proto3" json:"label,omitempty"`
+	Error         string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainReport) Reset() {
+	*x = DrainReport{}
+	mi := &file_components_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainReport) ProtoMessage() {}
+
+func (x *DrainReport) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainReport.ProtoReflect.Descriptor instead.
+func (*DrainReport) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DrainReport) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DrainReport) GetSourceStopped() bool {
+	if x != nil {
+		return x.SourceStopped
+	}
+	return false
+}
+
+func (x *DrainReport) GetSourceState() string {
+	if x != nil {
+		return x.SourceState
+	}
+	return ""
+}
+
+func (x *DrainReport) GetWritesRefused() bool {
+	if x != nil {
+		return x.WritesRefused
+	}
+	return false
+}
+
+func (x *DrainReport) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *DrainReport) GetBookmarkSeq() uint64 {
+	if x != nil {
+		return x.BookmarkSeq
+	}
+	return 0
+}
+
+func (x *DrainReport) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *DrainReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type Machine struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -426,7 +535,7 @@ type Machine struct {
 
 func (x *Machine) Reset() {
 	*x = Machine{}
-	mi := &file_components_proto_msgTypes[6]
+	mi := &file_components_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +547,7 @@ func (x *Machine) String() string {
 func (*Machine) ProtoMessage() {}
 
 func (x *Machine) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[6]
+	mi := &file_components_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +560,7 @@ func (x *Machine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Machine.ProtoReflect.Descriptor instead.
 func (*Machine) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{6}
+	return file_components_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Machine) GetId() string {
@@ -561,7 +670,7 @@ type ReportMachineResponse struct {
 
 func (x *ReportMachineResponse) Reset() {
 	*x = ReportMachineResponse{}
-	mi := &file_components_proto_msgTypes[7]
+	mi := &file_components_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +682,7 @@ func (x *ReportMachineResponse) String() string {
 func (*ReportMachineResponse) ProtoMessage() {}
 
 func (x *ReportMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[7]
+	mi := &file_components_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +695,7 @@ func (x *ReportMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMachineResponse.ProtoReflect.Descriptor instead.
 func (*ReportMachineResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{7}
+	return file_components_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportMachineResponse) GetMachine() *Machine {
@@ -610,7 +719,7 @@ type RecoveryPoint struct {
 
 func (x *RecoveryPoint) Reset() {
 	*x = RecoveryPoint{}
-	mi := &file_components_proto_msgTypes[8]
+	mi := &file_components_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +731,7 @@ func (x *RecoveryPoint) String() string {
 func (*RecoveryPoint) ProtoMessage() {}
 
 func (x *RecoveryPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[8]
+	mi := &file_components_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +744,7 @@ func (x *RecoveryPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryPoint.ProtoReflect.Descriptor instead.
 func (*RecoveryPoint) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{8}
+	return file_components_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecoveryPoint) GetId() uint64 {
@@ -690,7 +799,7 @@ type ReportPointsRequest struct {
 
 func (x *ReportPointsRequest) Reset() {
 	*x = ReportPointsRequest{}
-	mi := &file_components_proto_msgTypes[9]
+	mi := &file_components_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +811,7 @@ func (x *ReportPointsRequest) String() string {
 func (*ReportPointsRequest) ProtoMessage() {}
 
 func (x *ReportPointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[9]
+	mi := &file_components_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +824,7 @@ func (x *ReportPointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPointsRequest.ProtoReflect.Descriptor instead.
 func (*ReportPointsRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{9}
+	return file_components_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReportPointsRequest) GetMachine() string {
@@ -740,7 +849,7 @@ type ReportPointsResponse struct {
 
 func (x *ReportPointsResponse) Reset() {
 	*x = ReportPointsResponse{}
-	mi := &file_components_proto_msgTypes[10]
+	mi := &file_components_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +861,7 @@ func (x *ReportPointsResponse) String() string {
 func (*ReportPointsResponse) ProtoMessage() {}
 
 func (x *ReportPointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[10]
+	mi := &file_components_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +874,7 @@ func (x *ReportPointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPointsResponse.ProtoReflect.Descriptor instead.
 func (*ReportPointsResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{10}
+	return file_components_proto_rawDescGZIP(), []int{11}
 }
 
 type WatchDesiredRequest struct {
@@ -779,7 +888,7 @@ type WatchDesiredRequest struct {
 
 func (x *WatchDesiredRequest) Reset() {
 	*x = WatchDesiredRequest{}
-	mi := &file_components_proto_msgTypes[11]
+	mi := &file_components_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +900,7 @@ func (x *WatchDesiredRequest) String() string {
 func (*WatchDesiredRequest) ProtoMessage() {}
 
 func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[11]
+	mi := &file_components_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +913,7 @@ func (x *WatchDesiredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDesiredRequest.ProtoReflect.Descriptor instead.
 func (*WatchDesiredRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{11}
+	return file_components_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchDesiredRequest) GetHave() string {
@@ -827,7 +936,7 @@ type Retention struct {
 
 func (x *Retention) Reset() {
 	*x = Retention{}
-	mi := &file_components_proto_msgTypes[12]
+	mi := &file_components_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +948,7 @@ func (x *Retention) String() string {
 func (*Retention) ProtoMessage() {}
 
 func (x *Retention) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[12]
+	mi := &file_components_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +961,7 @@ func (x *Retention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retention.ProtoReflect.Descriptor instead.
 func (*Retention) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{12}
+	return file_components_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Retention) GetKeepAll() *durationpb.Duration {
@@ -905,7 +1014,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_components_proto_msgTypes[13]
+	mi := &file_components_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1026,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[13]
+	mi := &file_components_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1039,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{13}
+	return file_components_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Policy) GetPointInterval() *durationpb.Duration {
@@ -994,7 +1103,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_components_proto_msgTypes[14]
+	mi := &file_components_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1115,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[14]
+	mi := &file_components_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1128,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{14}
+	return file_components_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Endpoint) GetId() string {
@@ -1046,13 +1155,14 @@ type DesiredMachine struct {
 	Target        *Endpoint              `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`     // process servers: where to forward
 	Test          *DesiredTest           `protobuf:"bytes,7,opt,name=test,proto3" json:"test,omitempty"`         // master targets: a test failover wanted, or its removal
 	Failover      *DesiredFailover       `protobuf:"bytes,8,opt,name=failover,proto3" json:"failover,omitempty"` // master targets: a failover wanted (and its commit)
+	Drain         *DesiredDrain          `protobuf:"bytes,9,opt,name=drain,proto3" json:"drain,omitempty"`       // agents: a planned failover's drain
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DesiredMachine) Reset() {
 	*x = DesiredMachine{}
-	mi := &file_components_proto_msgTypes[15]
+	mi := &file_components_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1174,7 @@ func (x *DesiredMachine) String() string {
 func (*DesiredMachine) ProtoMessage() {}
 
 func (x *DesiredMachine) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[15]
+	mi := &file_components_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1187,7 @@ func (x *DesiredMachine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredMachine.ProtoReflect.Descriptor instead.
 func (*DesiredMachine) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{15}
+	return file_components_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DesiredMachine) GetId() string {
@@ -1136,6 +1246,61 @@ func (x *DesiredMachine) GetFailover() *DesiredFailover {
 	return nil
 }
 
+func (x *DesiredMachine) GetDrain() *DesiredDrain {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
+// DesiredDrain is a planned failover an agent takes part in: stop the
+// source machine, refuse writes, take a final bookmark and ship until it
+// is applied at the master target. It stays while the machine is failed
+// over, so that the agent goes on refusing writes.
+type DesiredDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // the failover's id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredDrain) Reset() {
+	*x = DesiredDrain{}
+	mi := &file_components_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredDrain) ProtoMessage() {}
+
+func (x *DesiredDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredDrain.ProtoReflect.Descriptor instead.
+func (*DesiredDrain) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DesiredDrain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // DesiredFailover is a failover a master target should run: fence the
 // replica to epoch, export the point, start the replica machine (not
 // isolated) and hydrate; with commit, keep only the chosen point.
@@ -1153,7 +1318,7 @@ type DesiredFailover struct {
 
 func (x *DesiredFailover) Reset() {
 	*x = DesiredFailover{}
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1330,7 @@ func (x *DesiredFailover) String() string {
 func (*DesiredFailover) ProtoMessage() {}
 
 func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[16]
+	mi := &file_components_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1343,7 @@ func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredFailover.ProtoReflect.Descriptor instead.
 func (*DesiredFailover) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{16}
+	return file_components_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DesiredFailover) GetId() string {
@@ -1236,7 +1401,7 @@ type ReplicaSpec struct {
 
 func (x *ReplicaSpec) Reset() {
 	*x = ReplicaSpec{}
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1413,7 @@ func (x *ReplicaSpec) String() string {
 func (*ReplicaSpec) ProtoMessage() {}
 
 func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1426,7 @@ func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpec.ProtoReflect.Descriptor instead.
 func (*ReplicaSpec) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{17}
+	return file_components_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReplicaSpec) GetName() string {
@@ -1299,7 +1464,7 @@ type DesiredTest struct {
 
 func (x *DesiredTest) Reset() {
 	*x = DesiredTest{}
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1476,7 @@ func (x *DesiredTest) String() string {
 func (*DesiredTest) ProtoMessage() {}
 
 func (x *DesiredTest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1489,7 @@ func (x *DesiredTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredTest.ProtoReflect.Descriptor instead.
 func (*DesiredTest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{18}
+	return file_components_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DesiredTest) GetId() string {
@@ -1372,7 +1537,7 @@ type TestReport struct {
 
 func (x *TestReport) Reset() {
 	*x = TestReport{}
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1549,7 @@ func (x *TestReport) String() string {
 func (*TestReport) ProtoMessage() {}
 
 func (x *TestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1562,7 @@ func (x *TestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestReport.ProtoReflect.Descriptor instead.
 func (*TestReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{19}
+	return file_components_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TestReport) GetPhase() string {
@@ -1472,7 +1637,7 @@ type Hydration struct {
 
 func (x *Hydration) Reset() {
 	*x = Hydration{}
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1649,7 @@ func (x *Hydration) String() string {
 func (*Hydration) ProtoMessage() {}
 
 func (x *Hydration) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1662,7 @@ func (x *Hydration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hydration.ProtoReflect.Descriptor instead.
 func (*Hydration) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{20}
+	return file_components_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Hydration) GetDone() int64 {
@@ -1562,7 +1727,7 @@ type FailoverReport struct {
 
 func (x *FailoverReport) Reset() {
 	*x = FailoverReport{}
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1739,7 @@ func (x *FailoverReport) String() string {
 func (*FailoverReport) ProtoMessage() {}
 
 func (x *FailoverReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1752,7 @@ func (x *FailoverReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverReport.ProtoReflect.Descriptor instead.
 func (*FailoverReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{21}
+	return file_components_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FailoverReport) GetPhase() string {
@@ -1682,7 +1847,7 @@ type ReportRecoveryRequest struct {
 
 func (x *ReportRecoveryRequest) Reset() {
 	*x = ReportRecoveryRequest{}
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1859,7 @@ func (x *ReportRecoveryRequest) String() string {
 func (*ReportRecoveryRequest) ProtoMessage() {}
 
 func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1872,7 @@ func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{22}
+	return file_components_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReportRecoveryRequest) GetMachine() string {
@@ -1753,7 +1918,7 @@ type ReportRecoveryResponse struct {
 
 func (x *ReportRecoveryResponse) Reset() {
 	*x = ReportRecoveryResponse{}
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1930,7 @@ func (x *ReportRecoveryResponse) String() string {
 func (*ReportRecoveryResponse) ProtoMessage() {}
 
 func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1943,7 @@ func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{23}
+	return file_components_proto_rawDescGZIP(), []int{25}
 }
 
 // Desired is a component's desired state; version is a hash of the
@@ -1793,7 +1958,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1970,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1983,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{24}
+	return file_components_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Desired) GetVersion() string {
@@ -1865,12 +2030,22 @@ const file_components_proto_rawDesc = "" +
 	"\vreported_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reportedAt\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"\xad\x01\n" +
+	"last_error\x18\b \x01(\tR\tlastError\"\xe4\x01\n" +
 	"\x14ReportMachineRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
 	"\x05disks\x18\x03 \x03(\v2\x18.standby.control.v1.DiskR\x05disks\x12A\n" +
-	"\vreplication\x18\x04 \x01(\v2\x1f.standby.control.v1.ReplicationR\vreplication\"\xbe\x03\n" +
+	"\vreplication\x18\x04 \x01(\v2\x1f.standby.control.v1.ReplicationR\vreplication\x125\n" +
+	"\x05drain\x18\x05 \x01(\v2\x1f.standby.control.v1.DrainReportR\x05drain\"\xf1\x01\n" +
+	"\vDrainReport\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0esource_stopped\x18\x02 \x01(\bR\rsourceStopped\x12!\n" +
+	"\fsource_state\x18\x03 \x01(\tR\vsourceState\x12%\n" +
+	"\x0ewrites_refused\x18\x04 \x01(\bR\rwritesRefused\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12!\n" +
+	"\fbookmark_seq\x18\x06 \x01(\x04R\vbookmarkSeq\x12\x14\n" +
+	"\x05label\x18\a \x01(\tR\x05label\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xbe\x03\n" +
 	"\aMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1919,7 +2094,7 @@ const file_components_proto_rawDesc = "" +
 	"\x0fbandwidth_limit\x18\a \x01(\x03R\x0ebandwidthLimit\"4\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe2\x02\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x9a\x03\n" +
 	"\x0eDesiredMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1928,7 +2103,10 @@ const file_components_proto_rawDesc = "" +
 	"\aprocess\x18\x05 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x124\n" +
 	"\x06target\x18\x06 \x01(\v2\x1c.standby.control.v1.EndpointR\x06target\x123\n" +
 	"\x04test\x18\a \x01(\v2\x1f.standby.control.v1.DesiredTestR\x04test\x12?\n" +
-	"\bfailover\x18\b \x01(\v2#.standby.control.v1.DesiredFailoverR\bfailover\"\xa8\x02\n" +
+	"\bfailover\x18\b \x01(\v2#.standby.control.v1.DesiredFailoverR\bfailover\x126\n" +
+	"\x05drain\x18\t \x01(\v2 .standby.control.v1.DesiredDrainR\x05drain\"\x1e\n" +
+	"\fDesiredDrain\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa8\x02\n" +
 	"\x0fDesiredFailover\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05point\x18\x02 \x01(\tR\x05point\x12\x14\n" +
@@ -2012,7 +2190,7 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_components_proto_goTypes = []any{
 	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
 	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
@@ -2020,78 +2198,82 @@ var file_components_proto_goTypes = []any{
 	(*Disk)(nil),                   // 3: standby.control.v1.Disk
 	(*Replication)(nil),            // 4: standby.control.v1.Replication
 	(*ReportMachineRequest)(nil),   // 5: standby.control.v1.ReportMachineRequest
-	(*Machine)(nil),                // 6: standby.control.v1.Machine
-	(*ReportMachineResponse)(nil),  // 7: standby.control.v1.ReportMachineResponse
-	(*RecoveryPoint)(nil),          // 8: standby.control.v1.RecoveryPoint
-	(*ReportPointsRequest)(nil),    // 9: standby.control.v1.ReportPointsRequest
-	(*ReportPointsResponse)(nil),   // 10: standby.control.v1.ReportPointsResponse
-	(*WatchDesiredRequest)(nil),    // 11: standby.control.v1.WatchDesiredRequest
-	(*Retention)(nil),              // 12: standby.control.v1.Retention
-	(*Policy)(nil),                 // 13: standby.control.v1.Policy
-	(*Endpoint)(nil),               // 14: standby.control.v1.Endpoint
-	(*DesiredMachine)(nil),         // 15: standby.control.v1.DesiredMachine
-	(*DesiredFailover)(nil),        // 16: standby.control.v1.DesiredFailover
-	(*ReplicaSpec)(nil),            // 17: standby.control.v1.ReplicaSpec
-	(*DesiredTest)(nil),            // 18: standby.control.v1.DesiredTest
-	(*TestReport)(nil),             // 19: standby.control.v1.TestReport
-	(*Hydration)(nil),              // 20: standby.control.v1.Hydration
-	(*FailoverReport)(nil),         // 21: standby.control.v1.FailoverReport
-	(*ReportRecoveryRequest)(nil),  // 22: standby.control.v1.ReportRecoveryRequest
-	(*ReportRecoveryResponse)(nil), // 23: standby.control.v1.ReportRecoveryResponse
-	(*Desired)(nil),                // 24: standby.control.v1.Desired
-	nil,                            // 25: standby.control.v1.DesiredFailover.NetworkEntry
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
+	(*DrainReport)(nil),            // 6: standby.control.v1.DrainReport
+	(*Machine)(nil),                // 7: standby.control.v1.Machine
+	(*ReportMachineResponse)(nil),  // 8: standby.control.v1.ReportMachineResponse
+	(*RecoveryPoint)(nil),          // 9: standby.control.v1.RecoveryPoint
+	(*ReportPointsRequest)(nil),    // 10: standby.control.v1.ReportPointsRequest
+	(*ReportPointsResponse)(nil),   // 11: standby.control.v1.ReportPointsResponse
+	(*WatchDesiredRequest)(nil),    // 12: standby.control.v1.WatchDesiredRequest
+	(*Retention)(nil),              // 13: standby.control.v1.Retention
+	(*Policy)(nil),                 // 14: standby.control.v1.Policy
+	(*Endpoint)(nil),               // 15: standby.control.v1.Endpoint
+	(*DesiredMachine)(nil),         // 16: standby.control.v1.DesiredMachine
+	(*DesiredDrain)(nil),           // 17: standby.control.v1.DesiredDrain
+	(*DesiredFailover)(nil),        // 18: standby.control.v1.DesiredFailover
+	(*ReplicaSpec)(nil),            // 19: standby.control.v1.ReplicaSpec
+	(*DesiredTest)(nil),            // 20: standby.control.v1.DesiredTest
+	(*TestReport)(nil),             // 21: standby.control.v1.TestReport
+	(*Hydration)(nil),              // 22: standby.control.v1.Hydration
+	(*FailoverReport)(nil),         // 23: standby.control.v1.FailoverReport
+	(*ReportRecoveryRequest)(nil),  // 24: standby.control.v1.ReportRecoveryRequest
+	(*ReportRecoveryResponse)(nil), // 25: standby.control.v1.ReportRecoveryResponse
+	(*Desired)(nil),                // 26: standby.control.v1.Desired
+	nil,                            // 27: standby.control.v1.DesiredFailover.NetworkEntry
+	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	26, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	26, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	28, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	28, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
-	3,  // 5: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
-	4,  // 6: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	26, // 7: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 8: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	26, // 9: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
-	8,  // 10: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	27, // 11: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	27, // 12: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	27, // 13: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	27, // 14: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
-	12, // 15: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	27, // 16: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	26, // 17: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
-	13, // 18: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
-	14, // 19: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
-	14, // 20: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
-	18, // 21: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
-	16, // 22: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
-	17, // 23: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
-	25, // 24: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
-	17, // 25: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	26, // 26: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	26, // 27: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
-	26, // 28: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
-	20, // 29: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
-	19, // 30: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
-	21, // 31: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
-	15, // 32: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 33: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 34: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	9,  // 35: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	11, // 36: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	22, // 37: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 38: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	7,  // 39: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	10, // 40: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	24, // 41: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	23, // 42: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	6,  // 5: standby.control.v1.ReportMachineRequest.drain:type_name -> standby.control.v1.DrainReport
+	3,  // 6: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
+	4,  // 7: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
+	28, // 8: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
+	28, // 10: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	9,  // 11: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
+	29, // 12: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	29, // 13: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	29, // 14: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	29, // 15: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	13, // 16: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
+	29, // 17: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	28, // 18: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	14, // 19: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
+	15, // 20: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
+	15, // 21: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
+	20, // 22: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
+	18, // 23: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
+	17, // 24: standby.control.v1.DesiredMachine.drain:type_name -> standby.control.v1.DesiredDrain
+	19, // 25: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
+	27, // 26: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	19, // 27: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	28, // 28: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	28, // 29: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	28, // 30: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	22, // 31: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
+	21, // 32: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	23, // 33: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
+	16, // 34: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 35: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 36: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	10, // 37: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	12, // 38: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	24, // 39: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 40: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	8,  // 41: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	11, // 42: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	26, // 43: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	25, // 44: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -2105,7 +2287,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -186,3 +186,21 @@ func ToFailoverReport(r *FailoverReport) control.FailoverReport {
 		Hydration: control.Hydration{Done: h.GetDone(), Total: h.GetTotal(), Images: h.GetImages(), Complete: h.GetComplete(),
 			CompletedAt: ToTime(h.GetCompletedAt()), Error: h.GetError()}}
 }
+
+// FromDrainReport maps an agent's drain report; nil stays nil.
+func FromDrainReport(r *control.DrainReport) *DrainReport {
+	if r == nil {
+		return nil
+	}
+	return &DrainReport{Id: r.ID, SourceStopped: r.SourceStopped, SourceState: r.SourceState, WritesRefused: r.WritesRefused,
+		Done: r.Done, BookmarkSeq: r.BookmarkSeq, Label: r.Label, Error: r.Error}
+}
+
+// ToDrainReport maps a drain report message back; nil stays nil.
+func ToDrainReport(r *DrainReport) *control.DrainReport {
+	if r == nil {
+		return nil
+	}
+	return &control.DrainReport{ID: r.GetId(), SourceStopped: r.GetSourceStopped(), SourceState: r.GetSourceState(), WritesRefused: r.GetWritesRefused(),
+		Done: r.GetDone(), BookmarkSeq: r.GetBookmarkSeq(), Label: r.GetLabel(), Error: r.GetError()}
+}

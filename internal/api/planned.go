@@ -1,0 +1,225 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+
+	pb "github.com/standby-dr/standby/internal/api/componentpb"
+	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/store"
+)
+
+// A planned failover (docs/control-plane.md) loses no data: the source
+// machine is stopped first and the journal drained to a final bookmark,
+// and only then is the epoch raised and that bookmark's point failed
+// over to. The user call moves the machine to failover-draining and
+// records the failover (Planned, no point yet); the agent's desired state
+// carries a DesiredDrain; the agent stops the source through its machine
+// driver, refuses writes, bookmarks and ships until the bookmark is
+// applied, and reports (AgentReport.Drain). The planned-failover job then
+// calls FenceDrained, which finds the bookmark's point in the catalogue,
+// raises the epoch and moves the machine to failover-started: from there
+// it is the failover of failover.go, to that point.
+
+// JobPlannedFailover is the planned failover's job kind (internal/server).
+const JobPlannedFailover = "planned-failover"
+
+// DesiredDrain is a planned failover an agent takes part in. It stays in
+// the agent's desired state while the machine is failed over, so that
+// the agent goes on refusing writes to the old primary's disks.
+type DesiredDrain struct {
+	ID string `json:"id"` // the failover's
+}
+
+type plannedFailoverRequest struct {
+	Machine control.ReplicaSpec `json:"machine,omitzero"`
+	Network map[string]string   `json:"network,omitempty"`
+}
+
+func (s *Server) plannedFailover(w http.ResponseWriter, r *http.Request) (any, error) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	var req plannedFailoverRequest
+	if err := decode(w, r, &req); err != nil {
+		return nil, err
+	}
+	var job control.Job
+	m, err := s.startPlannedFailover(ctx, name, req)
+	if err == nil {
+		job, err = s.o.Jobs.Submit(ctx, JobPlannedFailover, failoverObject(m.Name), FailoverJobParams{Machine: m.ID, Failover: m.Failover.ID}, principalOf(ctx).actor())
+	}
+	detail := ""
+	if err == nil {
+		detail = fmt.Sprintf("the agent stops the source machine and drains; replica machine %s; job %s", m.Failover.Replica.Name, job.ID)
+	}
+	s.audit(ctx, "machine.planned-failover", "machine/"+name, err, detail)
+	if err != nil {
+		return nil, err
+	}
+	return failoverResponse{Machine: m, Job: job}, nil
+}
+
+// startPlannedFailover moves machine name to failover-draining and
+// records the planned failover. The epoch stays: the drain's segments
+// must still be applied.
+func (s *Server) startPlannedFailover(ctx context.Context, name string, req plannedFailoverRequest) (control.Machine, error) {
+	if s.o.Jobs == nil {
+		return control.Machine{}, errorf(http.StatusNotImplemented, "this server runs no jobs")
+	}
+	if err := errors.Join(req.Machine.Validate(), control.ValidateNetwork(req.Network)); err != nil {
+		return control.Machine{}, errorf(http.StatusBadRequest, "%v", err)
+	}
+	return s.moveFailover(ctx, name, func(m *control.Machine) error {
+		next, err := control.Transition(m.State, control.EventPlannedFailover)
+		if err != nil {
+			return errorf(http.StatusConflict, "machine %s: %v (a planned failover needs the machine protected: its replica in delta)", name, err)
+		}
+		if m.Target == "" {
+			return errorf(http.StatusConflict, "machine %s has no master target", name)
+		}
+		spec := req.Machine
+		if spec.Name == "" {
+			spec.Name = m.Name
+		}
+		m.State = next
+		m.Failover = &control.Failover{ID: newID(), Planned: true, Replica: spec, Network: maps.Clone(req.Network), RequestedAt: s.now()}
+		return nil
+	})
+}
+
+// desiredDrain is the drain an agent takes part in for m: from the start
+// of a planned failover until the machine leaves the failover states.
+func desiredDrain(m control.Machine) *DesiredDrain {
+	if m.Failover == nil || !m.Failover.Planned || (m.State != control.StateFailoverDraining && !m.State.InFailover()) {
+		return nil
+	}
+	return &DesiredDrain{ID: m.Failover.ID}
+}
+
+// applyDrainReport keeps rep on m when it reports m's current planned
+// failover; it says whether it did.
+func (s *Server) applyDrainReport(m *control.Machine, rep *control.DrainReport) (bool, error) {
+	if rep == nil || m.Failover == nil || !m.Failover.Planned || m.Failover.ID != rep.ID {
+		return false, nil
+	}
+	if err := rep.Validate(); err != nil {
+		return false, errorf(http.StatusBadRequest, "%v", err)
+	}
+	if old := m.Failover.Drain; old != nil && old.Done && m.State != control.StateFailoverDraining {
+		return false, nil // the failover moved on: the drain's result is history
+	}
+	r := *rep
+	r.ReportedAt = s.now()
+	f := *m.Failover
+	f.Drain = &r
+	m.Failover = &f
+	return true, nil
+}
+
+// ErrNotDrained is returned by FenceDrained while the drain is not done
+// or its point is not in the catalogue yet: the caller waits.
+var ErrNotDrained = errors.New("not drained yet")
+
+// FenceDrained ends the drain of machine id's planned failover failover:
+// it finds the final bookmark's recovery point in the catalogue, raises
+// the epoch (the old primary is fenced from now) and moves the machine
+// to failover-started with that point: from there the master target
+// fails it over as any failover. It is idempotent: once done, it returns
+// the machine as it is. While the agent has not reported the drain done,
+// or the master target has not reported the point, it returns an error
+// wrapping ErrNotDrained; a drain the agent reports failed moves the
+// machine to failover-failed and returns a permanent error.
+func (s *Server) FenceDrained(ctx context.Context, id, failover string) (control.Machine, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := s.o.Store.GetMachine(ctx, id)
+		if err != nil {
+			return m, err
+		}
+		if m.Failover == nil || m.Failover.ID != failover {
+			return m, fmt.Errorf("machine %s: the planned failover %s was replaced meanwhile", m.Name, failover)
+		}
+		if m.State != control.StateFailoverDraining {
+			if m.Failover.Point == "" {
+				return m, fmt.Errorf("machine %s is %s: the planned failover did not end its drain", m.Name, m.State)
+			}
+			return m, nil // done earlier
+		}
+		d := m.Failover.Drain
+		if d != nil && d.Error != "" && !d.Done {
+			m.State, _ = control.Transition(m.State, control.EventFailoverFailed)
+			f := *m.Failover
+			f.Report.Phase, f.Report.Error = control.FailoverPhaseFailed, "drain: "+d.Error
+			m.Failover = &f
+			m.UpdatedAt = s.now()
+			if _, err := s.o.Store.UpdateMachine(ctx, m); errors.Is(err, store.ErrConflict) && attempt < 3 {
+				continue
+			} else if err != nil {
+				return m, err
+			}
+			s.audit(ctx, "machine.failover-failed", "machine/"+m.Name, nil, "drain: "+d.Error)
+			s.desired.notify()
+			return m, fmt.Errorf("%w: the agent could not drain %s: %s", ErrDrainFailed, m.Name, d.Error)
+		}
+		if d == nil || !d.Done {
+			return m, fmt.Errorf("%w: the agent has not reported the drain done", ErrNotDrained)
+		}
+		pts, err := s.o.Store.ListPoints(ctx, m.ID)
+		if err != nil {
+			return m, err
+		}
+		var point *control.RecoveryPoint
+		for i := range pts {
+			if pts[i].Seq == d.BookmarkSeq && pts[i].Label == d.Label {
+				point = &pts[i]
+			}
+		}
+		if point == nil {
+			return m, fmt.Errorf("%w: the final bookmark (journal sequence %d, %s) is applied, but the master target has not reported its point yet", ErrNotDrained, d.BookmarkSeq, d.Label)
+		}
+		m.State, _ = control.Transition(m.State, control.EventDrained)
+		m.Epoch++
+		f := *m.Failover
+		f.Point, f.Epoch = strconv.FormatUint(point.ID, 10), m.Epoch
+		m.Failover = &f
+		m.UpdatedAt = s.now()
+		m, err = s.o.Store.UpdateMachine(ctx, m)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return m, err
+		}
+		s.audit(ctx, "machine.drained", "machine/"+m.Name, nil, fmt.Sprintf("source %s; final bookmark %s at journal sequence %d is recovery point %d; epoch %d (the old primary is fenced)",
+			orNone(d.SourceState), d.Label, d.BookmarkSeq, point.ID, m.Epoch))
+		s.desired.notify()
+		return m, nil
+	}
+}
+
+// ErrDrainFailed: the agent reported that it could not drain.
+var ErrDrainFailed = errors.New("drain failed")
+
+func orNone(s string) string {
+	if s == "" {
+		return "not reported"
+	}
+	return s
+}
+
+func drainToPB(d *DesiredDrain) *pb.DesiredDrain {
+	if d == nil {
+		return nil
+	}
+	return &pb.DesiredDrain{Id: d.ID}
+}
+
+func drainFromPB(d *pb.DesiredDrain) *DesiredDrain {
+	if d == nil {
+		return nil
+	}
+	return &DesiredDrain{ID: d.GetId()}
+}
