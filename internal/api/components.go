@@ -111,13 +111,18 @@ func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Ma
 		if m.Agent != agent.ID {
 			return control.Machine{}, errorf(http.StatusConflict, "machine %s (%s) is reported by agent %s, not this one (%s)", m.Name, m.ID, m.Agent, agent.ID)
 		}
-		m.Disks, m.Replication, m.Name, m.UpdatedAt = req.Disks, req.Replication, req.Name, s.now()
+		m.Disks, m.Name, m.UpdatedAt = req.Disks, req.Name, s.now()
 		drained, err := s.applyDrainReport(&m, req.Drain)
 		if err != nil {
 			return control.Machine{}, err
 		}
-		// What the agent does moves the protection state on.
-		evs := control.ReportEvents(m.State, req.Replication.State)
+		// What the agent does moves the protection state on; protected in
+		// reverse, the reverse direction's agent does (reverse.go).
+		var evs []control.Event
+		if reverseServing(m) == nil {
+			m.Replication = req.Replication
+			evs = control.ReportEvents(m.State, req.Replication.State)
+		}
 		before := m.State
 		if m.State, err = control.Apply(m.State, evs...); err != nil {
 			s.o.Log.Warn("agent report refused by the state machine", "machine", m.Name, "state", before, "agent_state", req.Replication.State, "err", err)
@@ -162,7 +167,17 @@ func (s *Server) reportPoints(ctx context.Context, req PointsReport) error {
 	if err != nil {
 		return err
 	}
-	if m.Target != target.ID {
+	// Protected in reverse, the catalogue lists the primary site's points
+	// (what a failback can use); the secondary's are not listed meanwhile.
+	from := target.ID
+	if r := reverseServing(m); r != nil {
+		if from == r.Target {
+			from = m.Target // take them
+		} else if from == m.Target {
+			return nil
+		}
+	}
+	if m.Target != from {
 		return errorf(http.StatusConflict, "machine %s is not replicated to this master target (%s)", m.Name, target.ID)
 	}
 	if len(req.Points) > 100000 {

@@ -204,8 +204,8 @@ func (s *Server) moveFailover(ctx context.Context, name string, change func(*con
 // desiredFailover is the failover a master target should run for m; nil
 // when m is not failed over.
 func desiredFailover(m control.Machine) *DesiredFailover {
-	if !m.State.InFailover() || m.Failover == nil {
-		return nil
+	if (!m.State.InFailover() && m.Reverse == nil) || m.Failover == nil {
+		return nil // (protected in reverse, the machine still runs from the failover's export)
 	}
 	f := m.Failover
 	return &DesiredFailover{ID: f.ID, Point: f.Point, Epoch: f.Epoch, Replica: f.Replica, Network: maps.Clone(f.Network), Commit: f.Commit}

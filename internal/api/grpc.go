@@ -191,6 +191,7 @@ func (c componentService) ReportRecovery(ctx context.Context, req *pb.ReportReco
 		f := pb.ToFailoverReport(req.GetFailover())
 		r.Failover = &f
 	}
+	r.ReverseID, r.Reverse = req.GetReverseId(), pb.ToReverseReport(req.GetReverse())
 	if err := c.s.reportRecovery(ctx, r); err != nil {
 		return nil, err
 	}
@@ -252,7 +253,8 @@ func DesiredToPB(d Desired) *pb.Desired {
 	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines))}
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
-			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover), Drain: drainToPB(m.Drain)}
+			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover), Drain: drainToPB(m.Drain),
+			Ship: shipToPB(m.Ship), Receive: receiveToPB(m.Receive), Resume: resumeToPB(m.Resume)}
 	}
 	return out
 }
@@ -262,7 +264,8 @@ func DesiredFromPB(d *pb.Desired) Desired {
 	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines()))}
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
-			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover()), Drain: drainFromPB(m.GetDrain())}
+			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover()), Drain: drainFromPB(m.GetDrain()),
+			Ship: shipFromPB(m.GetShip()), Receive: receiveFromPB(m.GetReceive()), Resume: resumeFromPB(m.GetResume())}
 	}
 	return out
 }

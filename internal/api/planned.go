@@ -32,7 +32,10 @@ const JobPlannedFailover = "planned-failover"
 // the agent's desired state while the machine is failed over, so that
 // the agent goes on refusing writes to the old primary's disks.
 type DesiredDrain struct {
-	ID string `json:"id"` // the failover's
+	ID string `json:"id"` // the failover's, or the reverse direction's with StopOnly
+	// StopOnly: stop the source machine and refuse writes, no bookmark
+	// (a re-protection after an unplanned failover: the agent is fenced).
+	StopOnly bool `json:"stop_only,omitempty"`
 }
 
 type plannedFailoverRequest struct {
@@ -92,12 +95,20 @@ func (s *Server) startPlannedFailover(ctx context.Context, name string, req plan
 }
 
 // desiredDrain is the drain an agent takes part in for m: from the start
-// of a planned failover until the machine leaves the failover states.
+// of a planned failover while the machine is failed over or protected in
+// reverse; and, after an unplanned failover, a stop-only one from the
+// re-protection on. It ends when the agent resumes after a failback.
 func desiredDrain(m control.Machine) *DesiredDrain {
-	if m.Failover == nil || !m.Failover.Planned || (m.State != control.StateFailoverDraining && !m.State.InFailover()) {
+	if m.Failover == nil || desiredResume(m) != nil {
 		return nil
 	}
-	return &DesiredDrain{ID: m.Failover.ID}
+	if m.Failover.Planned && (m.State == control.StateFailoverDraining || m.State.InFailover() || m.Reverse != nil) {
+		return &DesiredDrain{ID: m.Failover.ID}
+	}
+	if m.Reverse != nil {
+		return &DesiredDrain{ID: m.Reverse.ID, StopOnly: true}
+	}
+	return nil
 }
 
 // applyDrainReport keeps rep on m when it reports m's current planned
@@ -214,12 +225,12 @@ func drainToPB(d *DesiredDrain) *pb.DesiredDrain {
 	if d == nil {
 		return nil
 	}
-	return &pb.DesiredDrain{Id: d.ID}
+	return &pb.DesiredDrain{Id: d.ID, StopOnly: d.StopOnly}
 }
 
 func drainFromPB(d *pb.DesiredDrain) *DesiredDrain {
 	if d == nil {
 		return nil
 	}
-	return &DesiredDrain{ID: d.GetId()}
+	return &DesiredDrain{ID: d.GetId(), StopOnly: d.GetStopOnly()}
 }

@@ -230,8 +230,13 @@ type DesiredMachine struct {
 	// targets'; failover.go).
 	Failover *DesiredFailover `json:"failover,omitempty"`
 	// Drain is a planned failover the agent takes part in (agents';
-	// planned.go).
-	Drain *DesiredDrain `json:"drain,omitempty"`
+	// planned.go); Resume its continuing after a failback (reverse.go).
+	Drain  *DesiredDrain  `json:"drain,omitempty"`
+	Resume *DesiredResume `json:"resume,omitempty"`
+	// Ship makes a master target the agent of the reverse direction;
+	// Receive makes one its receiver (master targets'; reverse.go).
+	Ship    *DesiredShip    `json:"ship,omitempty"`
+	Receive *DesiredReceive `json:"receive,omitempty"`
 }
 
 // Endpoint is a server a component connects to: its address and the
@@ -250,17 +255,18 @@ type Desired struct {
 }
 
 // desiredFor computes the desired state of component id of role.
+//
+// A machine protected in reverse (control.Reverse) is served by other
+// components than its own: its process server and master target at the
+// primary site (listed although the machine names others), and its
+// failover's master target as its agent; the original process server
+// does not forward it meanwhile. Those are found among every protected
+// machine.
 func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (Desired, error) {
-	var f store.MachineFilter
-	switch role {
-	case control.RoleAgent:
+	f := store.MachineFilter{Protected: true}
+	if role == control.RoleAgent {
 		f.Agent = id
-	case control.RoleProcess:
-		f.Process = id
-	case control.RoleTarget:
-		f.Target = id
 	}
-	f.Protected = true
 	ms, err := s.o.Store.ListMachines(ctx, f)
 	if err != nil {
 		return Desired{}, err
@@ -279,8 +285,20 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		return &Endpoint{ID: srv.ID, Address: srv.Address}, nil
 	}
 	for _, m := range ms {
-		if role == control.RoleProcess && m.State.InFailover() {
-			continue // failed over: nothing to forward (failover.go)
+		rev := reverseServing(m)
+		var serves bool
+		switch role {
+		case control.RoleAgent:
+			serves = true
+		case control.RoleProcess:
+			// Failed over: nothing to forward (failover.go), unless the
+			// reverse direction goes through this one.
+			serves = (m.Process == id && !m.State.InFailover() && rev == nil) || (rev != nil && rev.Process == id && rev.Report.Ready)
+		case control.RoleTarget:
+			serves = m.Target == id || (rev != nil && rev.Target == id)
+		}
+		if !serves {
+			continue
 		}
 		g, err := s.o.Store.GetGroup(ctx, m.Group)
 		if err != nil {
@@ -289,14 +307,26 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		dm := DesiredMachine{ID: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: g.Policy}
 		switch role {
 		case control.RoleAgent:
-			if !m.State.InFailover() { // failed over: the new epoch and no process server fence the agent
+			// Failed over or protected in reverse: the new epoch and no
+			// process server fence the agent.
+			if !m.State.InFailover() && m.Reverse == nil {
 				dm.Process, err = endpoint(m.Process)
 			}
-			dm.Drain = desiredDrain(m)
+			dm.Drain, dm.Resume = desiredDrain(m), desiredResume(m)
 		case control.RoleProcess:
-			dm.Target, err = endpoint(m.Target)
+			if rev != nil {
+				dm.Target, err = endpoint(rev.Target)
+			} else {
+				dm.Target, err = endpoint(m.Target)
+			}
 		case control.RoleTarget:
-			dm.Test, dm.Failover = desiredTest(m), desiredFailover(m)
+			if m.Target == id {
+				dm.Test, dm.Failover = desiredTest(m), desiredFailover(m)
+				dm.Ship, err = desiredShip(m, id, endpoint)
+			}
+			if rev != nil && rev.Target == id {
+				dm.Receive = desiredReceive(m)
+			}
 		}
 		if err != nil {
 			return Desired{}, err

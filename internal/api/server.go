@@ -151,6 +151,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/machines/{name}/test-cleanup", s.forUser(operator, s.testCleanup))
 	m.HandleFunc("POST /v1/machines/{name}/failover", s.forUser(operator, s.failover))
 	m.HandleFunc("POST /v1/machines/{name}/planned-failover", s.forUser(operator, s.plannedFailover))
+	m.HandleFunc("POST /v1/machines/{name}/reprotect", s.forUser(operator, s.reprotect))
+	m.HandleFunc("POST /v1/machines/{name}/failback", s.forUser(operator, s.failback))
 	m.HandleFunc("POST /v1/machines/{name}/commit", s.forUser(operator, s.commit))
 	m.HandleFunc("GET /v1/jobs", s.forUser(viewer, s.listJobs))
 	m.HandleFunc("GET /v1/jobs/{id}", s.forUser(viewer, s.getJob))

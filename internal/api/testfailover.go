@@ -67,6 +67,10 @@ type RecoveryReport struct {
 	Test       control.TestReport      `json:"test,omitzero"`
 	FailoverID string                  `json:"failover_id,omitempty"` // DesiredFailover.ID
 	Failover   *control.FailoverReport `json:"failover,omitempty"`
+	// A reverse direction's report carries ReverseID and Reverse
+	// (reverse.go).
+	ReverseID string                 `json:"reverse_id,omitempty"`
+	Reverse   *control.ReverseReport `json:"reverse,omitempty"`
 }
 
 // CheckPointSelector refuses a point selector that is not latest,
@@ -210,6 +214,9 @@ func (s *Server) targetRecovery(w http.ResponseWriter, r *http.Request) (any, er
 func (s *Server) reportRecovery(ctx context.Context, req RecoveryReport) error {
 	if req.Failover != nil {
 		return s.reportFailover(ctx, req)
+	}
+	if req.Reverse != nil {
+		return s.reportReverse(ctx, req)
 	}
 	target := principalOf(ctx).comp
 	if err := req.Test.Validate(); err != nil {

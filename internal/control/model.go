@@ -99,6 +99,9 @@ type Group struct {
 type Disk struct {
 	Name string `json:"name"`
 	Size int64  `json:"size"`
+	// Path is the disk's file or block device at the agent's host: the
+	// seed of a re-protection (reverse.go).
+	Path string `json:"path,omitempty"`
 }
 
 // Machine is a machine an agent reported, protected or not.
@@ -120,7 +123,10 @@ type Machine struct {
 	Test         *TestFailover     `json:"test,omitempty"`
 	// Failover is the machine's current or last failover (failover.go).
 	Failover *Failover `json:"failover,omitempty"`
-	Health   Health    `json:"health"`
+	// Reverse is its protection back to the primary site, while the
+	// machine runs at the secondary (reverse.go).
+	Reverse *Reverse `json:"reverse,omitempty"`
+	Health  Health   `json:"health"`
 	// Reasons say why the health is what it is, for the operator.
 	HealthReasons []string `json:"health_reasons,omitempty"`
 	// Replication is what the agent last reported.
@@ -141,6 +147,8 @@ type ReplicationReport struct {
 	LastPointAt  time.Time `json:"last_point_at,omitempty"`
 	ReportedAt   time.Time `json:"reported_at,omitempty"`
 	LastError    string    `json:"last_error,omitempty"`
+	// Epoch is the agent's journal epoch.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // RecoveryPoint is a master target's recovery point, in the catalogue.

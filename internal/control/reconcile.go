@@ -40,6 +40,10 @@ func ReportEvents(s MachineState, agent string) []Event {
 		if agent == AgentProtected {
 			return []Event{EventResyncDone}
 		}
+	case StateReprotecting:
+		if agent == AgentProtected {
+			return []Event{EventReprotectDone}
+		}
 	case StateCritical:
 		switch agent {
 		case AgentInitial, AgentResyncing:

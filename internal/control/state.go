@@ -95,6 +95,7 @@ const (
 	EventCommit            Event = "commit"              // the chosen point is made final
 	EventReprotect         Event = "reprotect"           // reverse replication starts
 	EventReprotectDone     Event = "reprotect-done"      // reverse replication is in delta
+	EventFailbackDone      Event = "failback-done"       // the original agent continues on the primary's disks
 )
 
 // Events of the test-failover flag (TestTransition); they never move the
@@ -111,8 +112,8 @@ var AllEvents = []Event{
 	EventEnable, EventAgentJoinedStream, EventInitialDone, EventResyncStarted,
 	EventResyncDone, EventPause, EventResume, EventHeartbeatLost,
 	EventHeartbeatBack, EventDisable, EventDisabled, EventFailover,
-	EventPlannedFailover, EventDrained, EventFailoverDone, EventFailoverFailed, EventCommit, EventReprotect,
-	EventReprotectDone,
+	EventPlannedFailover, EventDrained, EventFailoverDone, EventFailoverFailed,
+	EventCommit, EventReprotect, EventReprotectDone, EventFailbackDone,
 }
 
 // StateTransition is one row of the transition table: in state From,
@@ -188,6 +189,9 @@ var transitions = []StateTransition{
 
 	{StateFailoverStarted, EventFailoverDone, StateFailedOver},
 	{StateFailoverStarted, EventFailoverFailed, StateFailoverFailed},
+	// A failback's failover: the original agent compares the primary's
+	// disks with the original replica and catches up.
+	{StateFailoverStarted, EventFailbackDone, StateResynchronizing},
 
 	// Retry (perhaps from another point).
 	{StateFailoverFailed, EventFailover, StateFailoverStarted},
@@ -199,6 +203,9 @@ var transitions = []StateTransition{
 	// Change the recovery point before commit.
 	{StateFailedOver, EventFailover, StateFailoverStarted},
 	{StateFailedOver, EventCommit, StateFailoverCommitted},
+	// Re-protect without commit: the failover's export stays, the machine
+	// runs from it; history at the secondary stays until commit.
+	{StateFailedOver, EventReprotect, StateReprotecting},
 	{StateFailedOver, EventDisable, StateDisabling},
 
 	{StateFailoverCommitted, EventReprotect, StateReprotecting},

@@ -62,6 +62,7 @@ var want = map[MachineState]map[Event]MachineState{
 	StateFailoverStarted: {
 		EventFailoverDone:   StateFailedOver,
 		EventFailoverFailed: StateFailoverFailed,
+		EventFailbackDone:   StateResynchronizing,
 	},
 	StateFailoverFailed: {
 		EventFailover:      StateFailoverStarted,
@@ -69,9 +70,10 @@ var want = map[MachineState]map[Event]MachineState{
 		EventDisable:       StateDisabling,
 	},
 	StateFailedOver: {
-		EventFailover: StateFailoverStarted,
-		EventCommit:   StateFailoverCommitted,
-		EventDisable:  StateDisabling,
+		EventFailover:  StateFailoverStarted,
+		EventCommit:    StateFailoverCommitted,
+		EventReprotect: StateReprotecting,
+		EventDisable:   StateDisabling,
 	},
 	StateFailoverCommitted: {
 		EventReprotect: StateReprotecting,

@@ -33,7 +33,7 @@ func Create(dir, machineID string, disks []DiskInfo, seed []string) error {
 	return nil
 }
 
-func create(dir, machineID string, disks []DiskInfo, seed []string) (err error) {
+func create(dir, machineID string, disks []DiskInfo, seed []string) error {
 	id, _, err := parseMachineID(machineID)
 	if err != nil {
 		return err
@@ -44,6 +44,30 @@ func create(dir, machineID string, disks []DiskInfo, seed []string) (err error) 
 	if seed != nil && len(seed) != len(disks) {
 		return fmt.Errorf("%d seed images for %d disks", len(seed), len(disks))
 	}
+	st := &state{
+		Version:   stateVersion,
+		MachineID: id,
+		Disks:     disks,
+		NextLog:   1,
+		NextPoint: 1,
+	}
+	return build(dir, func(tmp string) error {
+		return populate(tmp, st, func(d DiskInfo, i int) error {
+			src := ""
+			if seed != nil {
+				src = seed[i]
+			}
+			return makeImages(tmp, d, src)
+		})
+	})
+}
+
+// build makes a new replica directory dir, which must be missing or empty
+// (else ErrExists): fill writes the replica into a temporary sibling
+// directory, which is then renamed into place and the parent fsynced. On
+// an error the temporary directory is removed (os.RemoveAll: a symbolic
+// link in it is removed, never what it points to).
+func build(dir string, fill func(tmp string) error) (err error) {
 	if err := checkNew(dir); err != nil {
 		return err
 	}
@@ -60,7 +84,7 @@ func create(dir, machineID string, disks []DiskInfo, seed []string) (err error) 
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := populate(tmp, id, disks, seed); err != nil {
+	if err := fill(tmp); err != nil {
 		return err
 	}
 	if err := failpoint("create-before-rename"); err != nil {
@@ -92,8 +116,9 @@ func checkNew(dir string) error {
 	return nil
 }
 
-// populate writes a complete new replica into dir.
-func populate(dir, id string, disks []DiskInfo, seed []string) error {
+// populate writes a complete new replica into dir: its subdirectories
+// and lock file, each disk's images (makeDisk), then st as state.json.
+func populate(dir string, st *state, makeDisk func(d DiskInfo, i int) error) error {
 	for _, d := range []string{currentDir, baseDir, segmentsDir} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
 			return err
@@ -102,12 +127,8 @@ func populate(dir, id string, disks []DiskInfo, seed []string) error {
 	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
 		return err
 	}
-	for i, d := range disks {
-		src := ""
-		if seed != nil {
-			src = seed[i]
-		}
-		if err := makeImages(dir, d, src); err != nil {
+	for i, d := range st.Disks {
+		if err := makeDisk(d, i); err != nil {
 			return fmt.Errorf("disk %s: %w", d.Name, err)
 		}
 	}
@@ -115,13 +136,6 @@ func populate(dir, id string, disks []DiskInfo, seed []string) error {
 		if err := fsutil.SyncDir(filepath.Join(dir, d)); err != nil {
 			return err
 		}
-	}
-	st := &state{
-		Version:   stateVersion,
-		MachineID: id,
-		Disks:     disks,
-		NextLog:   1,
-		NextPoint: 1,
 	}
 	return saveState(dir, st)
 }

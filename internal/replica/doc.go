@@ -57,6 +57,12 @@
 //     recovery point, BeginCopy drops the log and makes the base lazy;
 //     WriteCopy and ZeroCopy write current directly (no segment); EndCopy
 //     makes it durable. Apply refuses segments meanwhile (ErrCopying).
+//   - In place: a replica made by CreateInPlace, whose current images are
+//     symbolic links to existing files outside the directory (the old
+//     primary machine's disks, for re-protection), with a lazy base from
+//     the start so that nothing is copied. No step ever removes, renames,
+//     truncates or recreates a current image; removing the directory
+//     removes the links, not the files.
 //   - Generation: a counter in memory that changes whenever current may
 //     have changed, for caches of what is computed from current.
 //   - Roll: applying the stored records from the base up to the new base

@@ -75,6 +75,7 @@ type Status struct {
 	Bytes          int64       `json:"bytes"`            // stored segment bytes
 	Points         int         `json:"points"`
 	SeedLeft       int64       `json:"seed_left"` // bytes of the lazy base's unseeded blocks (Seed); 0 when the base is not lazy
+	InPlace        bool        `json:"in_place"`  // made by CreateInPlace: current writes into files outside the replica directory
 }
 
 // Replica is the replica store of one machine. Its methods are safe for
@@ -165,6 +166,9 @@ func (r *Replica) open(ctx context.Context) error {
 	if err := r.removeTemps(); err != nil {
 		return err
 	}
+	if err := checkCurrentLinks(r.dir, st); err != nil {
+		return err
+	}
 	if r.cur, err = openImages(filepath.Join(r.dir, currentDir), st.Disks); err != nil {
 		return err
 	}
@@ -183,10 +187,10 @@ func openImages(dir string, disks []DiskInfo) ([]image, error) {
 	imgs := make([]image, 0, len(disks))
 	for _, d := range disks {
 		path := filepath.Join(dir, d.Name+imageExt)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		f, err := os.OpenFile(path, os.O_RDWR, 0) // never O_CREATE: a current image may be a link to a file outside dir
 		if err != nil {
 			closeImages(imgs)
-			return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
+			return nil, fmt.Errorf("%w: %w", ErrDamaged, linkTarget(path, err))
 		}
 		b, err := nbd.NewFileBackend(f)
 		if err == nil && b.Size() != d.Size {
@@ -292,6 +296,7 @@ func (r *Replica) Status() Status {
 		Bytes:      st.bytes(),
 		Points:     len(st.Points),
 		SeedLeft:   r.seedLeft.Load(),
+		InPlace:    st.InPlace,
 	}
 	if st.LastRecord != 0 {
 		s.LastRecordTime = time.Unix(0, st.LastRecord).UTC()

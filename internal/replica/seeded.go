@@ -387,8 +387,14 @@ func (r *Replica) resetBase(disks []DiskInfo, which []int, gen uint64) error {
 }
 
 // emptyImage replaces the image at path with a sparse one of size bytes,
-// atomically and durably, and opens it.
+// atomically and durably, and opens it. Only for base images: a current
+// image is never replaced, as it may be a link to a file outside the
+// replica (CreateInPlace), which a rename would detach; emptyImage refuses
+// a link.
 func emptyImage(path string, size int64) (image, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return image{}, fmt.Errorf("%s is a symbolic link: not replaced", path)
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*"+tmpExt)
 	if err != nil {
 		return image{}, err

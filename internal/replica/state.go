@@ -97,7 +97,8 @@ type state struct {
 	NextLog    uint64      `json:"next_log"`
 	Points     []Point     `json:"points"`
 	NextPoint  uint64      `json:"next_point"`
-	Copying    bool        `json:"copying,omitempty"` // BeginCopy without EndCopy (or Rebase) yet
+	Copying    bool        `json:"copying,omitempty"`  // BeginCopy without EndCopy (or Rebase) yet
+	InPlace    bool        `json:"in_place,omitempty"` // CreateInPlace: the current images are links to files outside dir
 }
 
 // clone returns a deep copy that a mutator may change before persisting it.

@@ -111,10 +111,13 @@ func (c *Component) Points(ctx context.Context, r api.PointsReport) error {
 func (c *Component) Recovery(ctx context.Context, r api.RecoveryReport) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	req := &pb.ReportRecoveryRequest{Machine: r.Machine, TestId: r.TestID, FailoverId: r.FailoverID}
-	if r.Failover != nil {
+	req := &pb.ReportRecoveryRequest{Machine: r.Machine, TestId: r.TestID, FailoverId: r.FailoverID, ReverseId: r.ReverseID}
+	switch {
+	case r.Failover != nil:
 		req.Failover = pb.FromFailoverReport(*r.Failover)
-	} else {
+	case r.Reverse != nil:
+		req.Reverse = pb.FromReverseReport(r.Reverse)
+	default:
 		req.Test = pb.FromTestReport(r.Test)
 	}
 	_, err := c.rpc.ReportRecovery(ctx, req)

@@ -188,6 +188,7 @@ type Disk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"` // the disk's file at the agent's host (a re-protection's seed)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,6 +237,13 @@ func (x *Disk) GetSize() int64 {
 	return 0
 }
 
+func (x *Disk) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 type Replication struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
@@ -246,6 +254,7 @@ type Replication struct {
 	LastPointAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_point_at,json=lastPointAt,proto3" json:"last_point_at,omitempty"`
 	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
 	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"` // the agent's journal epoch
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,6 +343,13 @@ func (x *Replication) GetLastError() string {
 		return x.LastError
 	}
 	return ""
+}
+
+func (x *Replication) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 type ReportMachineRequest struct {
@@ -1156,6 +1172,9 @@ type DesiredMachine struct {
 	Test          *DesiredTest           `protobuf:"bytes,7,opt,name=test,proto3" json:"test,omitempty"`         // master targets: a test failover wanted, or its removal
 	Failover      *DesiredFailover       `protobuf:"bytes,8,opt,name=failover,proto3" json:"failover,omitempty"` // master targets: a failover wanted (and its commit)
 	Drain         *DesiredDrain          `protobuf:"bytes,9,opt,name=drain,proto3" json:"drain,omitempty"`       // agents: a planned failover's drain
+	Ship          *DesiredShip           `protobuf:"bytes,10,opt,name=ship,proto3" json:"ship,omitempty"`        // master targets: be the agent of the reverse direction
+	Receive       *DesiredReceive        `protobuf:"bytes,11,opt,name=receive,proto3" json:"receive,omitempty"`  // master targets: receive the reverse direction in place
+	Resume        *DesiredResume         `protobuf:"bytes,12,opt,name=resume,proto3" json:"resume,omitempty"`    // agents: continue at a new epoch after a failback
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1253,20 +1272,224 @@ func (x *DesiredMachine) GetDrain() *DesiredDrain {
 	return nil
 }
 
+func (x *DesiredMachine) GetShip() *DesiredShip {
+	if x != nil {
+		return x.Ship
+	}
+	return nil
+}
+
+func (x *DesiredMachine) GetReceive() *DesiredReceive {
+	if x != nil {
+		return x.Receive
+	}
+	return nil
+}
+
+func (x *DesiredMachine) GetResume() *DesiredResume {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// DesiredShip: the master target that failed the machine over captures
+// its replica machine's writes and ships them to process (reverse
+// replication); with failback set, it stops the replica machine, refuses
+// writes and drains to a final bookmark.
+type DesiredShip struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Process       *Endpoint              `protobuf:"bytes,2,opt,name=process,proto3" json:"process,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Failback      string                 `protobuf:"bytes,4,opt,name=failback,proto3" json:"failback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredShip) Reset() {
+	*x = DesiredShip{}
+	mi := &file_components_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredShip) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredShip) ProtoMessage() {}
+
+func (x *DesiredShip) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredShip.ProtoReflect.Descriptor instead.
+func (*DesiredShip) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DesiredShip) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredShip) GetProcess() *Endpoint {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *DesiredShip) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DesiredShip) GetFailback() string {
+	if x != nil {
+		return x.Failback
+	}
+	return ""
+}
+
+// DesiredReceive: the master target at the primary site receives the
+// reverse direction into the old primary's disks (seed) in place; with
+// release, it lets go of them (the failback is done).
+type DesiredReceive struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Seed          []string               `protobuf:"bytes,2,rep,name=seed,proto3" json:"seed,omitempty"`
+	Release       bool                   `protobuf:"varint,3,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredReceive) Reset() {
+	*x = DesiredReceive{}
+	mi := &file_components_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredReceive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredReceive) ProtoMessage() {}
+
+func (x *DesiredReceive) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredReceive.ProtoReflect.Descriptor instead.
+func (*DesiredReceive) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DesiredReceive) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredReceive) GetSeed() []string {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *DesiredReceive) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
+}
+
+// DesiredResume: the original agent continues at epoch (its journal's
+// records are dropped, its disks compared with the replica), accepts
+// writes again, and starts the source machine through its driver.
+type DesiredResume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredResume) Reset() {
+	*x = DesiredResume{}
+	mi := &file_components_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredResume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredResume) ProtoMessage() {}
+
+func (x *DesiredResume) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredResume.ProtoReflect.Descriptor instead.
+func (*DesiredResume) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DesiredResume) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // DesiredDrain is a planned failover an agent takes part in: stop the
 // source machine, refuse writes, take a final bookmark and ship until it
 // is applied at the master target. It stays while the machine is failed
 // over, so that the agent goes on refusing writes.
 type DesiredDrain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // the failover's id
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                              // the failover's id
+	StopOnly      bool                   `protobuf:"varint,2,opt,name=stop_only,json=stopOnly,proto3" json:"stop_only,omitempty"` // stop the source and refuse writes; no bookmark (a re-protection after an unplanned failover)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DesiredDrain) Reset() {
 	*x = DesiredDrain{}
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1501,7 @@ func (x *DesiredDrain) String() string {
 func (*DesiredDrain) ProtoMessage() {}
 
 func (x *DesiredDrain) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1514,7 @@ func (x *DesiredDrain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredDrain.ProtoReflect.Descriptor instead.
 func (*DesiredDrain) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{17}
+	return file_components_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DesiredDrain) GetId() string {
@@ -1299,6 +1522,13 @@ func (x *DesiredDrain) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *DesiredDrain) GetStopOnly() bool {
+	if x != nil {
+		return x.StopOnly
+	}
+	return false
 }
 
 // DesiredFailover is a failover a master target should run: fence the
@@ -1318,7 +1548,7 @@ type DesiredFailover struct {
 
 func (x *DesiredFailover) Reset() {
 	*x = DesiredFailover{}
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1560,7 @@ func (x *DesiredFailover) String() string {
 func (*DesiredFailover) ProtoMessage() {}
 
 func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1573,7 @@ func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredFailover.ProtoReflect.Descriptor instead.
 func (*DesiredFailover) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{18}
+	return file_components_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DesiredFailover) GetId() string {
@@ -1401,7 +1631,7 @@ type ReplicaSpec struct {
 
 func (x *ReplicaSpec) Reset() {
 	*x = ReplicaSpec{}
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1643,7 @@ func (x *ReplicaSpec) String() string {
 func (*ReplicaSpec) ProtoMessage() {}
 
 func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1656,7 @@ func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpec.ProtoReflect.Descriptor instead.
 func (*ReplicaSpec) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{19}
+	return file_components_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReplicaSpec) GetName() string {
@@ -1464,7 +1694,7 @@ type DesiredTest struct {
 
 func (x *DesiredTest) Reset() {
 	*x = DesiredTest{}
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1706,7 @@ func (x *DesiredTest) String() string {
 func (*DesiredTest) ProtoMessage() {}
 
 func (x *DesiredTest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1719,7 @@ func (x *DesiredTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredTest.ProtoReflect.Descriptor instead.
 func (*DesiredTest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{20}
+	return file_components_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DesiredTest) GetId() string {
@@ -1537,7 +1767,7 @@ type TestReport struct {
 
 func (x *TestReport) Reset() {
 	*x = TestReport{}
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1779,7 @@ func (x *TestReport) String() string {
 func (*TestReport) ProtoMessage() {}
 
 func (x *TestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1792,7 @@ func (x *TestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestReport.ProtoReflect.Descriptor instead.
 func (*TestReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{21}
+	return file_components_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TestReport) GetPhase() string {
@@ -1637,7 +1867,7 @@ type Hydration struct {
 
 func (x *Hydration) Reset() {
 	*x = Hydration{}
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1879,7 @@ func (x *Hydration) String() string {
 func (*Hydration) ProtoMessage() {}
 
 func (x *Hydration) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1892,7 @@ func (x *Hydration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hydration.ProtoReflect.Descriptor instead.
 func (*Hydration) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{22}
+	return file_components_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Hydration) GetDone() int64 {
@@ -1727,7 +1957,7 @@ type FailoverReport struct {
 
 func (x *FailoverReport) Reset() {
 	*x = FailoverReport{}
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1969,7 @@ func (x *FailoverReport) String() string {
 func (*FailoverReport) ProtoMessage() {}
 
 func (x *FailoverReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1982,7 @@ func (x *FailoverReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverReport.ProtoReflect.Descriptor instead.
 func (*FailoverReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{23}
+	return file_components_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FailoverReport) GetPhase() string {
@@ -1841,13 +2071,15 @@ type ReportRecoveryRequest struct {
 	Test          *TestReport            `protobuf:"bytes,3,opt,name=test,proto3" json:"test,omitempty"`
 	FailoverId    string                 `protobuf:"bytes,4,opt,name=failover_id,json=failoverId,proto3" json:"failover_id,omitempty"` // the DesiredFailover's id
 	Failover      *FailoverReport        `protobuf:"bytes,5,opt,name=failover,proto3" json:"failover,omitempty"`
+	ReverseId     string                 `protobuf:"bytes,6,opt,name=reverse_id,json=reverseId,proto3" json:"reverse_id,omitempty"` // the DesiredShip's or DesiredReceive's id
+	Reverse       *ReverseReport         `protobuf:"bytes,7,opt,name=reverse,proto3" json:"reverse,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportRecoveryRequest) Reset() {
 	*x = ReportRecoveryRequest{}
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2091,7 @@ func (x *ReportRecoveryRequest) String() string {
 func (*ReportRecoveryRequest) ProtoMessage() {}
 
 func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2104,7 @@ func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{24}
+	return file_components_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportRecoveryRequest) GetMachine() string {
@@ -1910,6 +2142,121 @@ func (x *ReportRecoveryRequest) GetFailover() *FailoverReport {
 	return nil
 }
 
+func (x *ReportRecoveryRequest) GetReverseId() string {
+	if x != nil {
+		return x.ReverseId
+	}
+	return ""
+}
+
+func (x *ReportRecoveryRequest) GetReverse() *ReverseReport {
+	if x != nil {
+		return x.Reverse
+	}
+	return nil
+}
+
+// ReverseReport: a reverse direction's master targets' report.
+type ReverseReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ready         bool                   `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
+	Seeded        bool                   `protobuf:"varint,2,opt,name=seeded,proto3" json:"seeded,omitempty"`
+	Replication   *Replication           `protobuf:"bytes,3,opt,name=replication,proto3" json:"replication,omitempty"`
+	SentBytes     int64                  `protobuf:"varint,4,opt,name=sent_bytes,json=sentBytes,proto3" json:"sent_bytes,omitempty"`
+	ResyncBytes   int64                  `protobuf:"varint,5,opt,name=resync_bytes,json=resyncBytes,proto3" json:"resync_bytes,omitempty"`
+	Released      bool                   `protobuf:"varint,6,opt,name=released,proto3" json:"released,omitempty"`
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Drain         *DrainReport           `protobuf:"bytes,8,opt,name=drain,proto3" json:"drain,omitempty"` // the failback's drain
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReverseReport) Reset() {
+	*x = ReverseReport{}
+	mi := &file_components_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReverseReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReverseReport) ProtoMessage() {}
+
+func (x *ReverseReport) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReverseReport.ProtoReflect.Descriptor instead.
+func (*ReverseReport) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReverseReport) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *ReverseReport) GetSeeded() bool {
+	if x != nil {
+		return x.Seeded
+	}
+	return false
+}
+
+func (x *ReverseReport) GetReplication() *Replication {
+	if x != nil {
+		return x.Replication
+	}
+	return nil
+}
+
+func (x *ReverseReport) GetSentBytes() int64 {
+	if x != nil {
+		return x.SentBytes
+	}
+	return 0
+}
+
+func (x *ReverseReport) GetResyncBytes() int64 {
+	if x != nil {
+		return x.ResyncBytes
+	}
+	return 0
+}
+
+func (x *ReverseReport) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *ReverseReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ReverseReport) GetDrain() *DrainReport {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
 type ReportRecoveryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1918,7 +2265,7 @@ type ReportRecoveryResponse struct {
 
 func (x *ReportRecoveryResponse) Reset() {
 	*x = ReportRecoveryResponse{}
-	mi := &file_components_proto_msgTypes[25]
+	mi := &file_components_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2277,7 @@ func (x *ReportRecoveryResponse) String() string {
 func (*ReportRecoveryResponse) ProtoMessage() {}
 
 func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[25]
+	mi := &file_components_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2290,7 @@ func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{25}
+	return file_components_proto_rawDescGZIP(), []int{29}
 }
 
 // Desired is a component's desired state; version is a hash of the
@@ -1958,7 +2305,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_components_proto_msgTypes[26]
+	mi := &file_components_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2317,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[26]
+	mi := &file_components_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2330,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{26}
+	return file_components_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Desired) GetVersion() string {
@@ -2014,10 +2361,11 @@ const file_components_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x128\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x1c.standby.control.v1.CapacityR\bcapacity\"\x13\n" +
-	"\x11HeartbeatResponse\".\n" +
+	"\x11HeartbeatResponse\"B\n" +
 	"\x04Disk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"\xc9\x02\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"\xdf\x02\n" +
 	"\vReplication\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1f\n" +
 	"\vrpo_seconds\x18\x02 \x01(\x01R\n" +
@@ -2030,7 +2378,8 @@ const file_components_proto_rawDesc = "" +
 	"\vreported_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reportedAt\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"\xe4\x01\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x14\n" +
+	"\x05epoch\x18\t \x01(\x04R\x05epoch\"\xe4\x01\n" +
 	"\x14ReportMachineRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
@@ -2094,7 +2443,7 @@ const file_components_proto_rawDesc = "" +
 	"\x0fbandwidth_limit\x18\a \x01(\x03R\x0ebandwidthLimit\"4\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x9a\x03\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc8\x04\n" +
 	"\x0eDesiredMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2104,9 +2453,25 @@ const file_components_proto_rawDesc = "" +
 	"\x06target\x18\x06 \x01(\v2\x1c.standby.control.v1.EndpointR\x06target\x123\n" +
 	"\x04test\x18\a \x01(\v2\x1f.standby.control.v1.DesiredTestR\x04test\x12?\n" +
 	"\bfailover\x18\b \x01(\v2#.standby.control.v1.DesiredFailoverR\bfailover\x126\n" +
-	"\x05drain\x18\t \x01(\v2 .standby.control.v1.DesiredDrainR\x05drain\"\x1e\n" +
+	"\x05drain\x18\t \x01(\v2 .standby.control.v1.DesiredDrainR\x05drain\x123\n" +
+	"\x04ship\x18\n" +
+	" \x01(\v2\x1f.standby.control.v1.DesiredShipR\x04ship\x12<\n" +
+	"\areceive\x18\v \x01(\v2\".standby.control.v1.DesiredReceiveR\areceive\x129\n" +
+	"\x06resume\x18\f \x01(\v2!.standby.control.v1.DesiredResumeR\x06resume\"\x87\x01\n" +
+	"\vDesiredShip\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\aprocess\x18\x02 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\bfailback\x18\x04 \x01(\tR\bfailback\"N\n" +
+	"\x0eDesiredReceive\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04seed\x18\x02 \x03(\tR\x04seed\x12\x18\n" +
+	"\arelease\x18\x03 \x01(\bR\arelease\"%\n" +
+	"\rDesiredResume\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\";\n" +
 	"\fDesiredDrain\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa8\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tstop_only\x18\x02 \x01(\bR\bstopOnly\"\xa8\x02\n" +
 	"\x0fDesiredFailover\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05point\x18\x02 \x01(\tR\x05point\x12\x14\n" +
@@ -2158,14 +2523,27 @@ const file_components_proto_rawDesc = "" +
 	"\thydration\x18\t \x01(\v2\x1d.standby.control.v1.HydrationR\thydration\x12\x1a\n" +
 	"\breleased\x18\n" +
 	" \x01(\x03R\breleased\x12\x14\n" +
-	"\x05error\x18\v \x01(\tR\x05error\"\xdf\x01\n" +
+	"\x05error\x18\v \x01(\tR\x05error\"\xbb\x02\n" +
 	"\x15ReportRecoveryRequest\x12\x18\n" +
 	"\amachine\x18\x01 \x01(\tR\amachine\x12\x17\n" +
 	"\atest_id\x18\x02 \x01(\tR\x06testId\x122\n" +
 	"\x04test\x18\x03 \x01(\v2\x1e.standby.control.v1.TestReportR\x04test\x12\x1f\n" +
 	"\vfailover_id\x18\x04 \x01(\tR\n" +
 	"failoverId\x12>\n" +
-	"\bfailover\x18\x05 \x01(\v2\".standby.control.v1.FailoverReportR\bfailover\"\x18\n" +
+	"\bfailover\x18\x05 \x01(\v2\".standby.control.v1.FailoverReportR\bfailover\x12\x1d\n" +
+	"\n" +
+	"reverse_id\x18\x06 \x01(\tR\treverseId\x12;\n" +
+	"\areverse\x18\a \x01(\v2!.standby.control.v1.ReverseReportR\areverse\"\xab\x02\n" +
+	"\rReverseReport\x12\x14\n" +
+	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
+	"\x06seeded\x18\x02 \x01(\bR\x06seeded\x12A\n" +
+	"\vreplication\x18\x03 \x01(\v2\x1f.standby.control.v1.ReplicationR\vreplication\x12\x1d\n" +
+	"\n" +
+	"sent_bytes\x18\x04 \x01(\x03R\tsentBytes\x12!\n" +
+	"\fresync_bytes\x18\x05 \x01(\x03R\vresyncBytes\x12\x1a\n" +
+	"\breleased\x18\x06 \x01(\bR\breleased\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x125\n" +
+	"\x05drain\x18\b \x01(\v2\x1f.standby.control.v1.DrainReportR\x05drain\"\x18\n" +
 	"\x16ReportRecoveryResponse\"c\n" +
 	"\aDesired\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12>\n" +
@@ -2190,7 +2568,7 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_components_proto_goTypes = []any{
 	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
 	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
@@ -2209,71 +2587,82 @@ var file_components_proto_goTypes = []any{
 	(*Policy)(nil),                 // 14: standby.control.v1.Policy
 	(*Endpoint)(nil),               // 15: standby.control.v1.Endpoint
 	(*DesiredMachine)(nil),         // 16: standby.control.v1.DesiredMachine
-	(*DesiredDrain)(nil),           // 17: standby.control.v1.DesiredDrain
-	(*DesiredFailover)(nil),        // 18: standby.control.v1.DesiredFailover
-	(*ReplicaSpec)(nil),            // 19: standby.control.v1.ReplicaSpec
-	(*DesiredTest)(nil),            // 20: standby.control.v1.DesiredTest
-	(*TestReport)(nil),             // 21: standby.control.v1.TestReport
-	(*Hydration)(nil),              // 22: standby.control.v1.Hydration
-	(*FailoverReport)(nil),         // 23: standby.control.v1.FailoverReport
-	(*ReportRecoveryRequest)(nil),  // 24: standby.control.v1.ReportRecoveryRequest
-	(*ReportRecoveryResponse)(nil), // 25: standby.control.v1.ReportRecoveryResponse
-	(*Desired)(nil),                // 26: standby.control.v1.Desired
-	nil,                            // 27: standby.control.v1.DesiredFailover.NetworkEntry
-	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
+	(*DesiredShip)(nil),            // 17: standby.control.v1.DesiredShip
+	(*DesiredReceive)(nil),         // 18: standby.control.v1.DesiredReceive
+	(*DesiredResume)(nil),          // 19: standby.control.v1.DesiredResume
+	(*DesiredDrain)(nil),           // 20: standby.control.v1.DesiredDrain
+	(*DesiredFailover)(nil),        // 21: standby.control.v1.DesiredFailover
+	(*ReplicaSpec)(nil),            // 22: standby.control.v1.ReplicaSpec
+	(*DesiredTest)(nil),            // 23: standby.control.v1.DesiredTest
+	(*TestReport)(nil),             // 24: standby.control.v1.TestReport
+	(*Hydration)(nil),              // 25: standby.control.v1.Hydration
+	(*FailoverReport)(nil),         // 26: standby.control.v1.FailoverReport
+	(*ReportRecoveryRequest)(nil),  // 27: standby.control.v1.ReportRecoveryRequest
+	(*ReverseReport)(nil),          // 28: standby.control.v1.ReverseReport
+	(*ReportRecoveryResponse)(nil), // 29: standby.control.v1.ReportRecoveryResponse
+	(*Desired)(nil),                // 30: standby.control.v1.Desired
+	nil,                            // 31: standby.control.v1.DesiredFailover.NetworkEntry
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 33: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	28, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	28, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	32, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	32, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
 	6,  // 5: standby.control.v1.ReportMachineRequest.drain:type_name -> standby.control.v1.DrainReport
 	3,  // 6: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
 	4,  // 7: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	28, // 8: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 8: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
 	7,  // 9: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	28, // 10: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	32, // 10: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
 	9,  // 11: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	29, // 12: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	29, // 13: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	29, // 14: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	29, // 15: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	33, // 12: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	33, // 13: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	33, // 14: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	33, // 15: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
 	13, // 16: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	29, // 17: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	28, // 18: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	33, // 17: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	32, // 18: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
 	14, // 19: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
 	15, // 20: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
 	15, // 21: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
-	20, // 22: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
-	18, // 23: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
-	17, // 24: standby.control.v1.DesiredMachine.drain:type_name -> standby.control.v1.DesiredDrain
-	19, // 25: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
-	27, // 26: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
-	19, // 27: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	28, // 28: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	28, // 29: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
-	28, // 30: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
-	22, // 31: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
-	21, // 32: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
-	23, // 33: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
-	16, // 34: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 35: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 36: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	10, // 37: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	12, // 38: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	24, // 39: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 40: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	8,  // 41: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	11, // 42: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	26, // 43: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	25, // 44: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	40, // [40:45] is the sub-list for method output_type
-	35, // [35:40] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	23, // 22: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
+	21, // 23: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
+	20, // 24: standby.control.v1.DesiredMachine.drain:type_name -> standby.control.v1.DesiredDrain
+	17, // 25: standby.control.v1.DesiredMachine.ship:type_name -> standby.control.v1.DesiredShip
+	18, // 26: standby.control.v1.DesiredMachine.receive:type_name -> standby.control.v1.DesiredReceive
+	19, // 27: standby.control.v1.DesiredMachine.resume:type_name -> standby.control.v1.DesiredResume
+	15, // 28: standby.control.v1.DesiredShip.process:type_name -> standby.control.v1.Endpoint
+	22, // 29: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
+	31, // 30: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	22, // 31: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	32, // 32: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	32, // 33: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	32, // 34: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	25, // 35: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
+	24, // 36: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	26, // 37: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
+	28, // 38: standby.control.v1.ReportRecoveryRequest.reverse:type_name -> standby.control.v1.ReverseReport
+	4,  // 39: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
+	6,  // 40: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
+	16, // 41: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 42: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 43: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	10, // 44: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	12, // 45: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	27, // 46: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 47: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	8,  // 48: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	11, // 49: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	30, // 50: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	29, // 51: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	47, // [47:52] is the sub-list for method output_type
+	42, // [42:47] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -2287,7 +2676,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

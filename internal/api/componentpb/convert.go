@@ -58,7 +58,7 @@ func ToCapacity(c *Capacity) control.Capacity {
 func FromDisks(ds []control.Disk) []*Disk {
 	out := make([]*Disk, len(ds))
 	for i, d := range ds {
-		out[i] = &Disk{Name: d.Name, Size: d.Size}
+		out[i] = &Disk{Name: d.Name, Size: d.Size, Path: d.Path}
 	}
 	return out
 }
@@ -68,7 +68,7 @@ func FromDisks(ds []control.Disk) []*Disk {
 func ToDisks(ds []*Disk) []control.Disk {
 	out := make([]control.Disk, len(ds))
 	for i, d := range ds {
-		out[i] = control.Disk{Name: d.GetName(), Size: d.GetSize()}
+		out[i] = control.Disk{Name: d.GetName(), Size: d.GetSize(), Path: d.GetPath()}
 	}
 	return out
 }
@@ -77,14 +77,14 @@ func ToDisks(ds []*Disk) []control.Disk {
 func FromReplication(r control.ReplicationReport) *Replication {
 	return &Replication{State: r.State, RpoSeconds: r.RPOSeconds, BacklogBytes: r.BacklogBytes,
 		ResyncBytes: r.ResyncBytes, ResyncLeft: r.ResyncLeft, LastPointAt: FromTime(r.LastPointAt),
-		ReportedAt: FromTime(r.ReportedAt), LastError: r.LastError}
+		ReportedAt: FromTime(r.ReportedAt), LastError: r.LastError, Epoch: r.Epoch}
 }
 
 // ToReplication maps a replication report back.
 func ToReplication(r *Replication) control.ReplicationReport {
 	return control.ReplicationReport{State: r.GetState(), RPOSeconds: r.GetRpoSeconds(), BacklogBytes: r.GetBacklogBytes(),
 		ResyncBytes: r.GetResyncBytes(), ResyncLeft: r.GetResyncLeft(), LastPointAt: ToTime(r.GetLastPointAt()),
-		ReportedAt: ToTime(r.GetReportedAt()), LastError: r.GetLastError()}
+		ReportedAt: ToTime(r.GetReportedAt()), LastError: r.GetLastError(), Epoch: r.GetEpoch()}
 }
 
 // FromMachine maps a machine as the server holds it.
@@ -203,4 +203,22 @@ func ToDrainReport(r *DrainReport) *control.DrainReport {
 	}
 	return &control.DrainReport{ID: r.GetId(), SourceStopped: r.GetSourceStopped(), SourceState: r.GetSourceState(), WritesRefused: r.GetWritesRefused(),
 		Done: r.GetDone(), BookmarkSeq: r.GetBookmarkSeq(), Label: r.GetLabel(), Error: r.GetError()}
+}
+
+// FromReverseReport maps a reverse direction's report; nil stays nil.
+func FromReverseReport(r *control.ReverseReport) *ReverseReport {
+	if r == nil {
+		return nil
+	}
+	return &ReverseReport{Ready: r.Ready, Seeded: r.Seeded, Replication: FromReplication(r.Replication), SentBytes: r.SentBytes,
+		ResyncBytes: r.ResyncBytes, Released: r.Released, Error: r.Error, Drain: FromDrainReport(r.Drain)}
+}
+
+// ToReverseReport maps a reverse report message back; nil stays nil.
+func ToReverseReport(r *ReverseReport) *control.ReverseReport {
+	if r == nil {
+		return nil
+	}
+	return &control.ReverseReport{Ready: r.GetReady(), Seeded: r.GetSeeded(), Replication: ToReplication(r.GetReplication()), SentBytes: r.GetSentBytes(),
+		ResyncBytes: r.GetResyncBytes(), Released: r.GetReleased(), Error: r.GetError(), Drain: ToDrainReport(r.GetDrain())}
 }
