@@ -11,13 +11,16 @@ import (
 // Every user operation of the API has a CLI command.
 func TestCLICoversTheUserAPI(t *testing.T) {
 	covered := map[string]string{
-		"POST /v1/machines/{name}/protect":       "machines protect", // follows the job with --wait
-		"GET /v1/jobs/{id}":                      "jobs show",        // --wait with a progress bar
-		"GET /v1/openapi.json":                   "(a document, not an operation)",
-		"POST /v1/machines/{name}/test-failover": "machines test-failover", // follows the job with --wait
-		"POST /v1/machines/{name}/test-cleanup":  "machines test-cleanup",
-		"POST /v1/machines/{name}/failover":      "machines failover", // follows the job with --wait
-		"POST /v1/machines/{name}/commit":        "machines commit",
+		"POST /v1/machines/{name}/protect":          "machines protect", // follows the job with --wait
+		"GET /v1/jobs/{id}":                         "jobs show",        // --wait with a progress bar
+		"GET /v1/openapi.json":                      "(a document, not an operation)",
+		"POST /v1/machines/{name}/test-failover":    "machines test-failover", // follows the job with --wait
+		"POST /v1/machines/{name}/test-cleanup":     "machines test-cleanup",
+		"POST /v1/machines/{name}/failover":         "machines failover", // follows the job with --wait
+		"POST /v1/machines/{name}/commit":           "machines commit",
+		"POST /v1/machines/{name}/planned-failover": "machines planned-failover",
+		"POST /v1/machines/{name}/reprotect":        "machines reprotect",
+		"POST /v1/machines/{name}/failback":         "machines failback",
 	}
 	param := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, c := range apiCommands() {

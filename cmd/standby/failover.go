@@ -39,6 +39,29 @@ func newPlannedFailoverCommand() command {
 		}}
 }
 
+func newReprotectCommand() command {
+	const name = "machines reprotect"
+	return command{name: name, short: "protect a failed-over machine back to the primary site: the old primary's disks are the seed, only what differs is sent (a job; --wait follows it)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "NAME --target MASTER-TARGET [--process PROCESS-SERVER] [--force] [--wait] [-o json]")
+			target := fs.String("target", "", "the master target at the primary site that receives (name or id; standby servers list)")
+			process := fs.String("process", "", "the process server the reverse direction goes through (default: the machine's)")
+			force := fs.Bool("force", false, "discard writes of the old primary that never reached the secondary")
+			return runFailoverJob(ctx, e, fs, args, name, "reprotect", func() any {
+				return map[string]any{"target": *target, "process": *process, "force": *force}
+			})
+		}}
+}
+
+func newFailbackCommand() command {
+	const name = "machines failback"
+	return command{name: name, short: "fail a machine protected in reverse back to the primary site with no data loss, then protect it in the original direction (a job; --wait follows it)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, name, "NAME [--wait] [-o json]")
+			return runFailoverJob(ctx, e, fs, args, name, "failback", func() any { return map[string]any{} })
+		}}
+}
+
 // replicaFlags are the replica machine's flags of the failover commands.
 func replicaFlags(fs *flag.FlagSet) (*control.ReplicaSpec, map[string]string) {
 	var spec control.ReplicaSpec

@@ -195,13 +195,74 @@ driver:
 	if out := run(t, "target", "exports", "--status", md.tgtStatus); !strings.Contains(out, "failover-web01") {
 		t.Fatalf("the export after commit:\n%s", out)
 	}
+
+	// The old primary comes back and its machine writes on (split brain:
+	// its agent is fenced, the writes stay in its journal). Re-protecting
+	// would discard them: refused, naming the bytes, unless --force.
+	_, mt2Addr, _ := md.startTarget("mt2", "")
+	waitCLI(t, srv, "mt2 to heartbeat", func() bool { return strings.Contains(srv.cli("servers", "list"), mt2Addr) }, func() string { return srv.cli("servers", "list") })
+	c2, err := nbd.Dial(t.Context(), "unix", md.agentSock, "vda", nbd.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := []int{n + 40, n + 41, n + 300}
+	for _, i := range late {
+		if _, err := c2.WriteAt(marker(i), markerAt(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	waitCLI(t, srv, "the old primary to report its unreplicated writes", func() bool {
+		json.Unmarshal([]byte(srv.cli("machines", "show", "web01", "-o", "json")), &m)
+		return m.Replication.BacklogBytes > 0
+	}, func() string { return srv.cli("machines", "show", "web01") })
+	if out, err := srv.cliErr("machines", "reprotect", "web01", "--target", "mt2"); err == nil || !strings.Contains(out+err.Error(), "bytes of writes that never reached the secondary") || !strings.Contains(out+err.Error(), "--force") {
+		t.Fatalf("re-protect over unreplicated writes without --force: %v\n%s", err, out)
+	}
+	out, err = srv.cliErr("machines", "reprotect", "web01", "--target", "mt2", "--force", "--wait")
+	if err != nil || !strings.Contains(out, "protected in reverse") {
+		t.Fatalf("machines reprotect --force --wait: %v\n%s\n%s", err, out, srv.cli("machines", "show", "web01", "-o", "json"))
+	}
+	json.Unmarshal([]byte(srv.cli("machines", "show", "web01", "-o", "json")), &m)
+	// Only the blocks that differ were sent: the 64 KiB blocks of the
+	// markers the failed-over point lacks, and the replica machine's own.
+	// (Marker n was in flight when the agent died: its block may differ
+	// too.)
+	blocks := map[int64]bool{4 << 20 >> 16: true}
+	for i := k; i < n; i++ {
+		blocks[markerAt(i)>>16] = true
+	}
+	for _, i := range late {
+		blocks[markerAt(i)>>16] = true
+	}
+	want1, want2 := int64(len(blocks))<<16, int64(len(blocks))<<16
+	if !blocks[markerAt(n)>>16] {
+		want2 += 1 << 16
+	}
+	if r := m.Reverse; r == nil || !r.Force || r.Unreplicated <= 0 || (r.Report.ResyncBytes != want1 && r.Report.ResyncBytes != want2) || r.Report.SentBytes > r.Report.ResyncBytes*11/10 {
+		t.Fatalf("re-protect: %+v; want %d (or %d) bytes differing and at most 1.1x that sent", m.Reverse, want1, want2)
+	}
+	t.Logf("re-protect --force: %d bytes of unreplicated writes discarded; %d bytes differed, %d sent", m.Reverse.Unreplicated, m.Reverse.Report.ResyncBytes, m.Reverse.Report.SentBytes)
+	// The old primary's disk now equals the failed-over machine's.
+	exported = filepath.Join(t.TempDir(), "export-now.img")
+	if out, err := exec.Command("nbdcopy", m.Failover.Report.Disks[0], exported).CombinedOutput(); err != nil {
+		t.Fatalf("read the export: %v\n%s", err, out)
+	}
+	want, _ = os.ReadFile(exported)
+	if got, err := os.ReadFile(md.disk); err != nil || !bytes.Equal(got, want) {
+		t.Fatal("after re-protect, the old primary's disk differs from the failed-over machine's")
+	}
+
 	var audit []control.AuditEntry
 	json.Unmarshal([]byte(srv.cli("audit", "-o", "json", "--limit", "200")), &audit)
 	seen := map[string]bool{}
 	for _, e := range audit {
 		seen[e.Action] = true
 	}
-	for _, a := range []string{"machine.failover", "machine.failover-done", "machine.commit"} {
+	for _, a := range []string{"machine.failover", "machine.failover-done", "machine.commit", "machine.reprotect"} {
 		if !seen[a] {
 			t.Errorf("audit log has no %s", a)
 		}

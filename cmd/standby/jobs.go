@@ -19,7 +19,7 @@ import (
 // bar), jobs cancel.
 
 func jobCommands() []command {
-	return []command{newProtectCommand(), newJobsShowCommand(), newTestFailoverCommand(), newTestCleanupCommand(), newFailoverCommand(), newPlannedFailoverCommand(), newCommitCommand()}
+	return []command{newProtectCommand(), newJobsShowCommand(), newTestFailoverCommand(), newTestCleanupCommand(), newFailoverCommand(), newPlannedFailoverCommand(), newCommitCommand(), newReprotectCommand(), newFailbackCommand()}
 }
 
 func newProtectCommand() command {

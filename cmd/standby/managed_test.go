@@ -64,10 +64,55 @@ func waitCLI(t *testing.T, srv *serverProc, what string, cond func() bool, more 
 // server: target, process server and agent joined with tokens, with the
 // agent's machine web01 reported (not yet protected).
 type managed struct {
+	t                                 *testing.T
 	srv                               *serverProc
 	dir, disk                         string
-	agentP                            *roleProc
+	agentP, tgtP                      *roleProc
 	tgtStatus, agentStatus, agentSock string
+}
+
+// join joins a component with a fresh token and returns its identity
+// directory.
+func (md *managed) join(role control.Role, name, addr string) string {
+	md.t.Helper()
+	tok := strings.Fields(md.srv.cli("token", "create", "--role", string(role), "--ttl", "10m"))[0]
+	idDir := filepath.Join(md.dir, "id-"+name)
+	args := []string{string(role), "join", "--server", "https://" + md.srv.addr, "--token", tok, "--dir", idDir, "--name", name}
+	if addr != "" {
+		args = append(args, "--address", addr)
+	}
+	md.srv.cli(args...)
+	return idDir
+}
+
+// controlSection is a role's control: section with identity idDir.
+func (md *managed) controlSection(idDir, extra string) string {
+	return fmt.Sprintf("control:\n  server: https://%s\n  identity: %s\n  heartbeat: 1s\n%s", md.srv.addr, idDir, extra)
+}
+
+// startTarget joins and starts master target name (extra appended to its
+// configuration) and returns it with its listen and status addresses.
+func (md *managed) startTarget(name, extra string) (p *roleProc, addr, status string) {
+	t := md.t
+	t.Helper()
+	addr, status = freePort(t), freePort(t)
+	id := md.join("target", name, addr)
+	cfg := filepath.Join(md.dir, name+".yaml")
+	writeFile(t, cfg, fmt.Sprintf("listen: %s\ndata_dir: %s\nstatus: %s\n", addr, filepath.Join(md.dir, name), status)+md.controlSection(id, "")+extra)
+	p = &roleProc{t: t, name: name, args: []string{"target", "--config", cfg}, ready: status}
+	md.run(p)
+	return p, addr, status
+}
+
+// run starts p and stops it at the end of the test.
+func (md *managed) run(p *roleProc) {
+	p.start()
+	md.t.Cleanup(func() {
+		if md.t.Failed() {
+			md.t.Logf("%s's log:\n%s", p.name, p.stderr)
+		}
+		p.signal(syscall.SIGTERM)
+	})
 }
 
 // startManaged starts the deployment; tgtExtra is appended to the
@@ -82,32 +127,16 @@ func startManaged(t *testing.T, tgtExtra string) *managed {
 func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
 	t.Helper()
 	dir := t.TempDir()
-	srv := startServerProc(t, dir, freePort(t))
-	server := "https://" + srv.addr
-
-	join := func(role control.Role, name, addr string) string {
-		t.Helper()
-		tok := strings.Fields(srv.cli("token", "create", "--role", string(role), "--ttl", "10m"))[0]
-		idDir := filepath.Join(dir, "id-"+name)
-		args := []string{string(role), "join", "--server", server, "--token", tok, "--dir", idDir, "--name", name}
-		if addr != "" {
-			args = append(args, "--address", addr)
-		}
-		srv.cli(args...)
-		return idDir
-	}
-	controlSection := func(idDir, extra string) string {
-		return fmt.Sprintf("control:\n  server: %s\n  identity: %s\n  heartbeat: 1s\n%s", server, idDir, extra)
-	}
-
-	tgtAddr, tgtStatus := freePort(t), freePort(t)
-	tgtID := join("target", "mt1", tgtAddr)
-	writeFile(t, filepath.Join(dir, "target.yaml"), fmt.Sprintf("listen: %s\ndata_dir: %s\nstatus: %s\n", tgtAddr, filepath.Join(dir, "target"), tgtStatus)+controlSection(tgtID, "")+tgtExtra)
+	md := &managed{t: t, dir: dir, srv: startServerProc(t, dir, freePort(t))}
+	srv := md.srv
+	var tgtAddr string
+	md.tgtP, tgtAddr, md.tgtStatus = md.startTarget("mt1", tgtExtra)
 	psAddr, psStatus := freePort(t), freePort(t)
-	psID := join("process", "ps1", psAddr)
-	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+controlSection(psID, ""))
+	psID := md.join("process", "ps1", psAddr)
+	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+md.controlSection(psID, ""))
+	md.run(&roleProc{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus})
 	agentStatus := freePort(t)
-	agentID := join("agent", "host1", "")
+	agentID := md.join("agent", "host1", "")
 	disk := filepath.Join(dir, "web01.img")
 	f, err := os.Create(disk)
 	if err != nil {
@@ -118,22 +147,10 @@ func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
 	f.Close()
 	agentSock := filepath.Join(dir, "agent.sock")
 	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("machine: web01\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
-		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+controlSection(agentID, "")+agentExtra)
-
-	agentP := &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
-	for _, p := range []*roleProc{
-		{t: t, name: "target", args: []string{"target", "--config", filepath.Join(dir, "target.yaml")}, ready: tgtStatus},
-		{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus},
-		agentP,
-	} {
-		p.start()
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s's log:\n%s", p.name, p.stderr)
-			}
-			p.signal(syscall.SIGTERM)
-		})
-	}
+		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+md.controlSection(agentID, "")+agentExtra)
+	md.agentP = &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
+	md.run(md.agentP)
+	md.disk, md.agentStatus, md.agentSock = disk, agentStatus, agentSock
 	waitCLI(t, srv, "the agent to report web01", func() bool {
 		var ms []control.Machine
 		json.Unmarshal([]byte(srv.cli("machines", "list", "-o", "json")), &ms)
@@ -143,5 +160,5 @@ func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
 		out := srv.cli("servers", "list")
 		return strings.Contains(out, psAddr) && strings.Contains(out, tgtAddr)
 	}, func() string { return srv.cli("servers", "list") })
-	return &managed{srv: srv, dir: dir, disk: disk, agentP: agentP, tgtStatus: tgtStatus, agentStatus: agentStatus, agentSock: agentSock}
+	return md
 }

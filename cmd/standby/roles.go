@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/standby-dr/standby/internal/agent"
 	"github.com/standby-dr/standby/internal/driver"
 	"github.com/standby-dr/standby/internal/driver/all"
 	"github.com/standby-dr/standby/internal/process"
@@ -55,6 +57,7 @@ func newTargetCommand() command {
 					return fmt.Errorf("master target configuration: %w", err)
 				}
 			}
+			o.ReverseAgent = reverseAgent
 			t, err := target.New(ctx, o)
 			if err != nil {
 				return err
@@ -117,4 +120,15 @@ func serveRole(ctx context.Context, addr, status string, serve func(context.Cont
 		return err
 	}
 	return nil
+}
+
+// reverseAgent opens a master target's reverse agent: an embedded
+// internal/agent (the target package does not import it).
+func reverseAgent(ctx context.Context, c target.ReverseAgentConfig, log *slog.Logger) (target.ReverseAgent, error) {
+	ec := agent.EmbeddedConfig{Machine: c.Machine, MachineID: c.MachineID, Epoch: c.Epoch, StateDir: c.StateDir,
+		Identity: c.Identity, Revoked: c.Revoked, BookmarkInterval: c.BookmarkInterval}
+	for _, d := range c.Disks {
+		ec.Disks = append(ec.Disks, agent.EmbeddedDisk{Name: d.Name, Backend: d.Backend})
+	}
+	return agent.NewEmbedded(ctx, ec, log)
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -50,6 +51,20 @@ type Agent struct {
 
 	ship *shipper    // nil without a replication or a control section
 	ctl  *controller // nil without a control section
+
+	// backends are the disks of an embedded agent (embedded.go), in
+	// place of files; emb is its configuration.
+	backends []nbd.Backend
+	emb      *EmbeddedConfig
+}
+
+// disk is what disk i's content is read from for comparisons and
+// copies: its file, or an embedded agent's backend.
+func (a *Agent) disk(i int) io.ReaderAt {
+	if a.backends != nil {
+		return backendReader{a.backends[i]}
+	}
+	return a.files[i]
 }
 
 // New validates cfg, opens and locks the disks and the state directory,
@@ -58,10 +73,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent configuration:\n%w", err)
 	}
+	return newAgent(ctx, cfg, log, nil)
+}
+
+// newAgent is New, and NewEmbedded with emb.
+func newAgent(ctx context.Context, cfg Config, log *slog.Logger, emb *EmbeddedConfig) (_ *Agent, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4), fsfreeze: "fsfreeze"}
+	a := &Agent{cfg: cfg, log: log.With("machine", cfg.Machine), serveErr: make(chan error, 4), fsfreeze: "fsfreeze", emb: emb}
 	a.mountCheck = func(m string) error { return checkMount(m, cfg.StateDir) }
 	defer func() {
 		if err != nil {
@@ -83,8 +103,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 		// controller takes the bookmarks (control.go).
 		opts.BookmarkInterval = -1
 	}
+	if emb != nil {
+		opts.MachineID, opts.Epoch = emb.MachineID, emb.Epoch
+		opts.BookmarkInterval = emb.BookmarkInterval
+	}
 	var exports []nbd.Export
-	for _, d := range cfg.Disks {
+	for i, d := range cfg.Disks {
+		if emb != nil {
+			a.backends = append(a.backends, emb.Disks[i].Backend)
+			opts.Disks = append(opts.Disks, capture.DiskSpec{Name: d.Name, Backend: emb.Disks[i].Backend})
+			continue
+		}
 		f, err := openDisk(d)
 		if err != nil {
 			return nil, err
@@ -127,7 +156,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Agent, err error
 		a.ship = &shipper{a: a, m: a.machine, interval: interval, window: r.Window, sealNow: make(chan struct{}, 1), peerChanged: make(chan struct{}, 1)}
 		a.ship.st = ReplicationStatus{RPOSeconds: -1}
 		a.ship.st.enter(ReplConnecting)
-		if cfg.Control == nil {
+		if cfg.Control == nil && emb == nil {
 			if a.ship.peer, err = staticPeer(r); err != nil {
 				return nil, err
 			}

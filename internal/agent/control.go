@@ -289,8 +289,12 @@ func (c *controller) heartbeatAndReport(ctx context.Context, beat bool) error {
 // report is the machine as the agent sees it now.
 func (c *controller) report() api.AgentReport {
 	r := api.AgentReport{ID: c.a.machine.ID(), Name: c.a.cfg.Machine}
-	for _, d := range c.a.machine.Disks() {
-		r.Disks = append(r.Disks, control.Disk{Name: d.Name(), Size: d.Size()})
+	for i, d := range c.a.machine.Disks() {
+		path := c.a.cfg.Disks[i].Path
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		r.Disks = append(r.Disks, control.Disk{Name: d.Name(), Size: d.Size(), Path: path})
 	}
 	cs := c.a.machine.Stats()
 	rs := c.a.ship.Status()
@@ -302,6 +306,7 @@ func (c *controller) report() api.AgentReport {
 		ResyncLeft:   rs.ResyncLeft,
 		LastError:    rs.LastError,
 		LastPointAt:  c.a.ship.appliedAt(),
+		Epoch:        cs.Epoch,
 	}
 	r.Drain = c.drain.report()
 	return r
@@ -351,6 +356,19 @@ func (c *controller) desiredLoop(ctx context.Context) {
 // ships to the process server named, or stops shipping. With save, the
 // entry is kept for a restart while the server is unreachable.
 func (c *controller) apply(d *api.DesiredMachine, save bool) {
+	resumed := false
+	if d != nil && d.Resume != nil && d.Resume.Epoch > c.a.machine.Stats().Epoch {
+		c.mu.Lock()
+		running := c.running
+		c.mu.Unlock()
+		if running {
+			if err := c.drain.resume(d.Resume.Epoch); err != nil {
+				c.log.Error("failback: cannot continue at the new epoch; still fenced", "err", err)
+			} else {
+				resumed = true
+			}
+		}
+	}
 	if d != nil && d.Epoch > c.a.machine.Stats().Epoch {
 		// Failed over: the master target holds the newer epoch and
 		// refuses this journal's segments; do not even try.
@@ -398,6 +416,10 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 			want = d.Drain
 		}
 		c.drain.set(want)
+		if resumed {
+			go c.drain.startSource(context.Background())
+			c.reportSoon()
+		}
 	}
 }
 

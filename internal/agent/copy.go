@@ -30,7 +30,7 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 	// Reads go around the page cache where the disk allows (O_DIRECT:
 	// the copy reads each block once, and filling the cache costs CPU),
 	// else with a larger read-ahead: the copy reads in disk order.
-	direct := make([]*os.File, len(s.a.files))
+	direct := make([]*os.File, len(s.m.Disks()))
 	for i, f := range s.a.files {
 		if d, err := os.OpenFile(f.Name(), os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
 			direct[i] = d
@@ -57,7 +57,7 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 	go func() {
 		defer close(chunks)
 		for _, e := range diff.exts {
-			f := s.a.files[e.Disk]
+			f := s.a.disk(e.Disk)
 			for off, stop := e.Offset, e.Offset+e.Length; off < stop; {
 				var buf []byte
 				select {
@@ -151,7 +151,7 @@ func (s *shipper) sendCopy(c *wire.Conn, disk int, off int64, data []byte, remot
 // readAt fills p from f at off, through direct (an O_DIRECT descriptor of
 // the same file, or nil) when p and off are aligned for it; past the end of
 // a file it reads zeros.
-func readAt(f, direct *os.File, p []byte, off int64) error {
+func readAt(f io.ReaderAt, direct *os.File, p []byte, off int64) error {
 	if direct != nil && off%directAlign == 0 && len(p)%directAlign == 0 &&
 		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0 {
 		if n, err := direct.ReadAt(p, off); n == len(p) {
@@ -165,8 +165,8 @@ func readAt(f, direct *os.File, p []byte, off int64) error {
 	if n == len(p) {
 		return nil
 	}
-	if err != nil && n < len(p) {
-		st, serr := f.Stat()
+	if fi, ok := f.(*os.File); ok && err != nil && n < len(p) {
+		st, serr := fi.Stat()
 		if serr == nil && st.Mode().IsRegular() && off+int64(n) >= st.Size() {
 			clear(p[n:])
 			return nil

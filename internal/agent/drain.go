@@ -134,6 +134,7 @@ func (dr *drainer) set(d *api.DesiredDrain) {
 	}
 	dr.stop()
 	rep := &control.DrainReport{ID: d.ID}
+	stopOnly := d.StopOnly
 	if kept := dr.load(); kept != nil && kept.ID == d.ID {
 		rep = kept
 	}
@@ -145,7 +146,7 @@ func (dr *drainer) set(d *api.DesiredDrain) {
 	dr.mu.Unlock()
 	go func() {
 		defer close(done)
-		dr.run(ctx, *rep)
+		dr.run(ctx, *rep, stopOnly)
 	}()
 }
 
@@ -162,7 +163,10 @@ func (dr *drainer) stop() {
 }
 
 // run drains for failover rep.ID; rep is what a restarted agent kept.
-func (dr *drainer) run(ctx context.Context, rep control.DrainReport) {
+// With stopOnly (a re-protection after an unplanned failover: the agent
+// is fenced, nothing more can be shipped) it stops the source and
+// refuses writes, and that is the drain.
+func (dr *drainer) run(ctx context.Context, rep control.DrainReport, stopOnly bool) {
 	log := dr.c.log.With("failover", rep.ID)
 	m := dr.c.a.machine
 	if rep.Done {
@@ -185,43 +189,75 @@ func (dr *drainer) run(ctx context.Context, rep control.DrainReport) {
 	dr.update(func(r *control.DrainReport) {
 		r.SourceState, r.SourceStopped, r.WritesRefused, r.Error = state, stopped, true, ""
 	})
-	label := control.DrainLabel(rep.ID)
-	seq, err := m.Bookmark(label, stopped)
-	for err != nil {
-		// Not consistent yet (a resync): the journal catches up first.
-		dr.update(func(r *control.DrainReport) { r.Error = "final bookmark: " + err.Error() + " (retrying)" })
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		seq, err = m.Bookmark(label, stopped)
+	if stopOnly {
+		log.Info("re-protection: the source machine is stopped and writes refused; the reverse direction may write these disks")
+		dr.update(func(r *control.DrainReport) { r.Done = true })
+		dr.save(*dr.report())
+		return
 	}
-	log.Info("planned failover: final bookmark taken; shipping it", "seq", seq)
-	dr.update(func(r *control.DrainReport) { r.BookmarkSeq, r.Label, r.Error = seq, label, "" })
-	dr.c.a.ship.shipSoon()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		st := dr.c.a.ship.Status()
-		if st.Applied.Seq >= seq && st.Consistent {
-			break
-		}
-		if st.State == ReplFenced {
-			dr.update(func(r *control.DrainReport) {
-				r.Error = "fenced before the final bookmark was applied: the machine was failed over meanwhile"
-			})
+	label := control.DrainLabel(rep.ID)
+	seq, err := dr.c.a.FinalBookmark(ctx, label, stopped, func(seq uint64, err error) {
+		if err != nil {
+			dr.update(func(r *control.DrainReport) { r.Error = "final bookmark: " + err.Error() + " (retrying)" })
 			return
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		log.Info("planned failover: final bookmark taken; shipping it", "seq", seq)
+		dr.update(func(r *control.DrainReport) { r.BookmarkSeq, r.Label, r.Error = seq, label, "" })
+	})
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		dr.update(func(r *control.DrainReport) { r.Error = err.Error() })
+		return
 	}
 	log.Info("planned failover: drained; the final bookmark is applied at the master target", "seq", seq)
 	dr.update(func(r *control.DrainReport) { r.Done = true })
 	dr.save(*dr.report())
+}
+
+// resume continues the agent after a failback (DesiredResume): the
+// journal goes on at the new epoch (its old records dropped: the disks
+// were written in place by the reverse direction), the shipper compares
+// the disks with the replica before anything else, and the source
+// machine is started through its driver once writes are accepted again
+// (the caller thaws, by clearing the drain).
+func (dr *drainer) resume(epoch uint64) error {
+	a := dr.c.a
+	if a.machine.Stats().Epoch < epoch {
+		if err := a.machine.AdoptEpoch(epoch); err != nil {
+			return fmt.Errorf("continue the journal at epoch %d: %w", epoch, err)
+		}
+		a.ship.unfence()
+		a.ship.RequestResync()
+		dr.c.log.Info("failed back: the journal continues at the new epoch; comparing the disks with the replica", "epoch", epoch)
+	}
+	return nil
+}
+
+// startSource starts the source machine through its driver on the
+// agent's own exports, after a failback.
+func (dr *drainer) startSource(ctx context.Context) {
+	if dr.source == nil {
+		dr.c.log.Info("failed back: no source driver configured; start the machine yourself")
+		return
+	}
+	a := dr.c.a
+	m := driver.Machine{Name: a.cfg.Source.Handle}
+	for _, d := range a.cfg.Disks {
+		uri := ""
+		if a.cfg.Listen.Unix != "" {
+			uri = fmt.Sprintf("nbd+unix:///%s?socket=%s", d.Name, a.cfg.Listen.Unix)
+		} else {
+			uri = fmt.Sprintf("nbd://%s/%s", a.cfg.Listen.TCP, d.Name)
+		}
+		m.Disks = append(m.Disks, driver.Disk{Name: d.Name, URI: uri})
+	}
+	if _, err := dr.source.Start(ctx, m); err != nil && !errors.Is(err, driver.ErrAlreadyRunning) {
+		dr.c.log.Error("failed back: the source machine could not be started", "handle", m.Name, "err", err)
+		return
+	}
+	dr.c.log.Info("failed back: the source machine started", "handle", m.Name)
 }
 
 // stopSource stops the source machine through its driver and confirms it

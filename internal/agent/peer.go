@@ -96,6 +96,18 @@ func (s *shipper) fence(why string) {
 	s.mu.Unlock()
 }
 
+// unfence lets the shipper ship again after the journal adopted the
+// machine's newer epoch (a failback).
+func (s *shipper) unfence() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fenced = ""
+	if s.st.State == ReplFenced {
+		s.st.enter(ReplConnecting)
+		s.st.LastError = ""
+	}
+}
+
 // currentPeer is where the shipper sends now, or nil.
 func (s *shipper) currentPeer() *peer {
 	s.mu.Lock()

@@ -650,10 +650,12 @@ func (s *shipper) compare(ctx context.Context) (difference, error) {
 	var hashes int64
 	var applied *journal.Pos // every answer must come from the same replica state
 	for i, d := range s.m.Disks() {
-		f := s.a.files[i]
-		holes, err := fileHoles(f, d.Size())
-		if err != nil {
-			return diff, err
+		f := s.a.disk(i)
+		var holes []blockmap.Extent
+		if fi, ok := f.(*os.File); ok {
+			if holes, err = fileHoles(fi, d.Size()); err != nil {
+				return diff, err
+			}
 		}
 		p := blockmap.Params{BlockSize: blockSize, Fanout: treeFanout, Size: d.Size()}
 		root, err := remoteRoot(ctx, cc, s.m.ID(), i, p, &applied)

@@ -114,13 +114,17 @@ func desiredDrain(m control.Machine) *DesiredDrain {
 // applyDrainReport keeps rep on m when it reports m's current planned
 // failover; it says whether it did.
 func (s *Server) applyDrainReport(m *control.Machine, rep *control.DrainReport) (bool, error) {
-	if rep == nil || m.Failover == nil || !m.Failover.Planned || m.Failover.ID != rep.ID {
+	if rep == nil || m.Failover == nil {
+		return false, nil
+	}
+	stopOnly := m.Reverse != nil && m.Reverse.ID == rep.ID // a re-protection's (reverse.go)
+	if !(m.Failover.Planned && m.Failover.ID == rep.ID) && !stopOnly {
 		return false, nil
 	}
 	if err := rep.Validate(); err != nil {
 		return false, errorf(http.StatusBadRequest, "%v", err)
 	}
-	if old := m.Failover.Drain; old != nil && old.Done && m.State != control.StateFailoverDraining {
+	if old := m.Failover.Drain; old != nil && old.ID == rep.ID && old.Done && m.State != control.StateFailoverDraining {
 		return false, nil // the failover moved on: the drain's result is history
 	}
 	r := *rep

@@ -295,7 +295,9 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 			// reverse direction goes through this one.
 			serves = (m.Process == id && !m.State.InFailover() && rev == nil) || (rev != nil && rev.Process == id && rev.Report.Ready)
 		case control.RoleTarget:
-			serves = m.Target == id || (rev != nil && rev.Target == id)
+			// The receiver keeps it until the failback is done (it
+			// releases the old primary's disks at the end).
+			serves = m.Target == id || (m.Reverse != nil && m.Reverse.Target == id)
 		}
 		if !serves {
 			continue
@@ -324,7 +326,7 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 				dm.Test, dm.Failover = desiredTest(m), desiredFailover(m)
 				dm.Ship, err = desiredShip(m, id, endpoint)
 			}
-			if rev != nil && rev.Target == id {
+			if m.Reverse != nil && m.Reverse.Target == id {
 				dm.Receive = desiredReceive(m)
 			}
 		}

@@ -54,8 +54,8 @@ const (
 
 // ReverseJobParams are the parameters of the reprotect and failback jobs.
 type ReverseJobParams struct {
-	Machine string `json:"machine"`
-	Reverse string `json:"reverse"`            // the Reverse's ID
+	Machine  string `json:"machine"`
+	Reverse  string `json:"reverse"`            // the Reverse's ID
 	Failback string `json:"failback,omitempty"` // the Failback's ID
 }
 
@@ -74,9 +74,10 @@ type DesiredShip struct {
 // reverse direction, its replica made in place over Seed; with Release
 // it lets go of them (the failback is done).
 type DesiredReceive struct {
-	ID      string   `json:"id"`
-	Seed    []string `json:"seed"`
-	Release bool     `json:"release,omitempty"`
+	ID      string         `json:"id"`
+	Seed    []string       `json:"seed"`
+	Disks   []control.Disk `json:"disks"` // the machine's, in order
+	Release bool           `json:"release,omitempty"`
 }
 
 // DesiredResume makes the original agent continue at Epoch after a
@@ -278,13 +279,26 @@ func desiredShip(m control.Machine, id string, endpoint func(string) (*Endpoint,
 	return d, nil
 }
 
-// desiredReceive is the receiving master target's part.
+// OldPrimaryFrozen says whether m's old primary agent refuses writes, so
+// that its disks may be written by the reverse direction: it reported
+// the planned failover's drain, or the re-protection's stop-only one,
+// with writes refused.
+func OldPrimaryFrozen(m control.Machine) bool {
+	if m.Failover == nil || m.Failover.Drain == nil || !m.Failover.Drain.WritesRefused {
+		return false
+	}
+	d := m.Failover.Drain
+	return (m.Failover.Planned && d.ID == m.Failover.ID && d.Done) || (m.Reverse != nil && d.ID == m.Reverse.ID)
+}
+
+// desiredReceive is the receiving master target's part, once the old
+// primary's agent refuses writes.
 func desiredReceive(m control.Machine) *DesiredReceive {
 	r := m.Reverse
-	if r == nil {
+	if r == nil || !OldPrimaryFrozen(m) {
 		return nil
 	}
-	return &DesiredReceive{ID: r.ID, Seed: slices.Clone(r.Seed), Release: r.Failback != nil && r.Failback.Epoch > 0}
+	return &DesiredReceive{ID: r.ID, Seed: slices.Clone(r.Seed), Disks: slices.Clone(m.Disks), Release: r.Failback != nil && r.Failback.Epoch > 0}
 }
 
 // desiredResume is the original agent's part of a failback, once the
@@ -496,14 +510,14 @@ func receiveToPB(d *DesiredReceive) *pb.DesiredReceive {
 	if d == nil {
 		return nil
 	}
-	return &pb.DesiredReceive{Id: d.ID, Seed: d.Seed, Release: d.Release}
+	return &pb.DesiredReceive{Id: d.ID, Seed: d.Seed, Disks: pb.FromDisks(d.Disks), Release: d.Release}
 }
 
 func receiveFromPB(d *pb.DesiredReceive) *DesiredReceive {
 	if d == nil {
 		return nil
 	}
-	return &DesiredReceive{ID: d.GetId(), Seed: d.GetSeed(), Release: d.GetRelease()}
+	return &DesiredReceive{ID: d.GetId(), Seed: d.GetSeed(), Disks: pb.ToDisks(d.GetDisks()), Release: d.GetRelease()}
 }
 
 func resumeToPB(d *DesiredResume) *pb.DesiredResume {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -52,6 +53,14 @@ type Options struct {
 	// zeroes and trims beyond it are split, so the activity log can always
 	// hold one record's extents.
 	MaxRange int64
+
+	// MachineID and Epoch start a new journal (a directory without one)
+	// with that machine id and epoch instead of a random id and epoch 1:
+	// a capture that continues another site's machine (reverse
+	// replication at the master target that failed it over). An existing
+	// journal must carry the same machine id.
+	MachineID string
+	Epoch     uint64
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -389,6 +398,43 @@ func (m *Machine) fail(err error) error {
 		m.log.Error("capture failed", "machine", m.st.MachineID, "err", err)
 	}
 	return m.failed
+}
+
+// AdoptEpoch continues the journal at epoch e, newer than its own: the
+// machine failed back to these disks, which the master target of the
+// reverse direction wrote in place while writes were refused here. What
+// the journal holds belongs to the old epoch (a master target refuses it
+// now), so it is dropped; the caller compares the disks with the replica
+// (a resync) before trusting it again. An epoch not newer is refused.
+func (m *Machine) AdoptEpoch(e uint64) error {
+	if err := m.SealActive(); err != nil {
+		return err
+	}
+	if err := m.Sync(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e <= m.st.Epoch {
+		return fmt.Errorf("capture: adopt epoch %d: the journal is at epoch %d already", e, m.st.Epoch)
+	}
+	if _, err := m.seg.release(math.MaxUint64, func(end journal.Pos) error {
+		m.st.Released = end
+		return nil
+	}); err != nil {
+		return m.fail(err)
+	}
+	if len(m.seg.list) > 0 {
+		return fmt.Errorf("capture: adopt epoch %d: %d segments are not durable yet; try again", e, len(m.seg.list))
+	}
+	old := m.st.Epoch
+	m.st.Epoch = e
+	m.seg.hdr.Epoch = e
+	if err := saveState(m.o.Dir, &m.st); err != nil {
+		return m.fail(err)
+	}
+	m.log.Info("journal continues at a new epoch; the old epoch's records were dropped", "machine", m.st.MachineID, "epoch", e, "from_epoch", old)
+	return nil
 }
 
 // FrozenError is a write refused because the machine is frozen; it

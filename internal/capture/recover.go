@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/standby-dr/standby/internal/fsutil"
 	"github.com/standby-dr/standby/internal/journal"
@@ -29,6 +30,17 @@ func (m *Machine) recover(ctx context.Context) error {
 	}
 	if !existed {
 		st = state{MachineID: newMachineID(), Epoch: 1, Clean: true, BootID: bootID(), Disks: layout}
+		if m.o.MachineID != "" {
+			if _, err := journal.ParseMachineID(m.o.MachineID); err != nil {
+				return fmt.Errorf("capture: machine id %q: %w", m.o.MachineID, err)
+			}
+			st.MachineID = m.o.MachineID
+		}
+		if m.o.Epoch > 0 {
+			st.Epoch = m.o.Epoch
+		}
+	} else if m.o.MachineID != "" && !strings.EqualFold(m.o.MachineID, st.MachineID) {
+		return fmt.Errorf("capture: %s holds the journal of machine %s, not %s", dir, st.MachineID, m.o.MachineID)
 	} else if !slices.Equal(st.Disks, layout) {
 		return fmt.Errorf("capture: the disks of %s changed since the journal was written (was %v, now %v); "+
 			"protect the machine again to start a new journal", dir, st.Disks, layout)

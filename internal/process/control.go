@@ -56,7 +56,9 @@ func newManaged(o Control, cacheDir string, log *slog.Logger) (*managed, error) 
 	}
 	l := j.Local
 	m := &managed{o: o, local: l, live: j.Live, comp: j.Comp, revoked: &j.Revoked, joined: j, desired: map[string]api.DesiredMachine{}, changed: make(chan struct{})}
-	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent}, m.revoked.Revoked))
+	// Master targets ship too: the one that failed a machine over is the
+	// agent of its reverse replication (internal/agent/embedded.go).
+	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent, control.RoleTarget}, m.revoked.Revoked))
 	if b, err := os.ReadFile(filepath.Join(cacheDir, desiredFile)); err == nil {
 		var d api.Desired
 		if err := json.Unmarshal(b, &d); err != nil {

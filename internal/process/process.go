@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/control"
 	"log/slog"
 	"net"
 	"os"
@@ -253,7 +254,10 @@ func (s *Server) handle(nc net.Conn) {
 		nc, tc, peer = tl, nil, &id
 	}
 	c, err := wire.Accept(s.ctx, nc, tc, wire.Welcome{Role: "process", Name: s.o.Name}, func(c *wire.Conn) error {
-		if peer != nil && c.Peer.Role != string(peer.Role) {
+		// A master target ships as the agent of the machines it failed
+		// over (reverse replication: internal/agent/embedded.go).
+		asAgent := peer != nil && peer.Role == control.RoleTarget && c.Peer.Role == "agent"
+		if peer != nil && c.Peer.Role != string(peer.Role) && !asAgent {
 			return fmt.Errorf("the peer says it is a %q but its certificate is for %s", c.Peer.Role, peer)
 		}
 		if c.Peer.Role != "agent" && c.Peer.Stream == wire.StreamData {

@@ -174,6 +174,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		api.JobFailover:        orchestrate.PlannerFunc(s.failoverPlanner),
 		api.JobCommit:          orchestrate.PlannerFunc(s.commitPlanner),
 		api.JobPlannedFailover: orchestrate.PlannerFunc(s.plannedFailoverPlanner),
+		api.JobReprotect:       orchestrate.PlannerFunc(s.reprotectPlanner),
+		api.JobFailback:        orchestrate.PlannerFunc(s.failbackPlanner),
 		api.JobTestCleanup:     orchestrate.PlannerFunc(s.testCleanupPlanner),
 	}}
 	regHandler := s.reg.Handler()

@@ -1,12 +1,15 @@
 package target
 
 import (
+	"sync"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/nbd"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -84,6 +87,30 @@ type exported struct {
 	dir      string
 	view     *replica.View
 	overlays []*replica.Overlay
+
+	// routed are the backends the export's disks go to instead of the
+	// overlays while reverse replication captures the machine's writes
+	// (reverse.go); nil: the overlays. routeMu is held for reading by
+	// every request for as long as it runs, so a change of route waits
+	// for the requests in flight.
+	routeMu sync.RWMutex
+	routed  []nbd.Backend
+}
+
+// backendLocked is disk i's backend now; routeMu is held.
+func (e *exported) backendLocked(i int) nbd.Backend {
+	if e.routed != nil {
+		return e.routed[i]
+	}
+	return e.overlays[i]
+}
+
+// route sends the export's disks to bs (nil: back to the overlays), once
+// the requests in flight are done.
+func (e *exported) route(bs []nbd.Backend) {
+	e.routeMu.Lock()
+	e.routed = bs
+	e.routeMu.Unlock()
 }
 
 func (e *exported) close() error {

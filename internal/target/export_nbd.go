@@ -120,12 +120,12 @@ func (f *front) serve(nc net.Conn) {
 		}
 		used := &atomic.Bool{}
 		cs.used[name] = used
-		for i, o := range e.overlays {
+		for i := range e.overlays {
 			d := e.info.Disks[i]
 			exps = append(exps, nbd.Export{
 				Name:        d.Export,
 				Description: fmt.Sprintf("%s disk %s at recovery point %d (writable overlay)", e.info.MachineName, d.Name, e.info.Point.ID),
-				Backend:     &tracked{Backend: o, used: used},
+				Backend:     &tracked{e: e, disk: i, used: used},
 				// A flush of the overlay syncs every connection's writes.
 				MultiConn: true,
 			})
@@ -278,38 +278,46 @@ func (f *front) close() error {
 // tracked is an export's backend as one connection sees it: it notes
 // that the connection used the export.
 type tracked struct {
-	nbd.Backend
+	e    *exported
+	disk int
 	used *atomic.Bool
 }
 
-func (b *tracked) ReadAt(ctx context.Context, p []byte, off int64) error {
+// do runs op on the disk's backend now: the overlay, or the capture over
+// it once reverse replication routed the export through one
+// (exported.route). The route does not change while op runs.
+func (b *tracked) do(op func(nbd.Backend) error) error {
 	b.used.Store(true)
-	return b.Backend.ReadAt(ctx, p, off)
+	b.e.routeMu.RLock()
+	defer b.e.routeMu.RUnlock()
+	return op(b.e.backendLocked(b.disk))
+}
+
+func (b *tracked) Size() int64 { return b.e.overlays[b.disk].Size() }
+
+func (b *tracked) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return b.do(func(be nbd.Backend) error { return be.ReadAt(ctx, p, off) })
 }
 
 func (b *tracked) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	b.used.Store(true)
-	return b.Backend.WriteAt(ctx, p, off, fua)
+	return b.do(func(be nbd.Backend) error { return be.WriteAt(ctx, p, off, fua) })
 }
 
 func (b *tracked) Zero(ctx context.Context, off, length int64, mayTrim, fua bool) error {
-	b.used.Store(true)
-	return b.Backend.Zero(ctx, off, length, mayTrim, fua)
+	return b.do(func(be nbd.Backend) error { return be.Zero(ctx, off, length, mayTrim, fua) })
 }
 
 func (b *tracked) Trim(ctx context.Context, off, length int64, fua bool) error {
-	b.used.Store(true)
-	return b.Backend.Trim(ctx, off, length, fua)
+	return b.do(func(be nbd.Backend) error { return be.Trim(ctx, off, length, fua) })
 }
 
 func (b *tracked) Flush(ctx context.Context) error {
-	b.used.Store(true)
-	return b.Backend.Flush(ctx)
+	return b.do(func(be nbd.Backend) error { return be.Flush(ctx) })
 }
 
-func (b *tracked) Extents(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
-	b.used.Store(true)
-	return b.Backend.Extents(ctx, off, length)
+func (b *tracked) Extents(ctx context.Context, off, length int64) (exts []nbd.Extent, err error) {
+	err = b.do(func(be nbd.Backend) error { exts, err = be.Extents(ctx, off, length); return err })
+	return exts, err
 }
 
 // emptyBackend is the default export: no bytes, so that a client that

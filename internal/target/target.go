@@ -44,6 +44,10 @@ type Options struct {
 	// Driver starts the replica machines of test failovers
 	// (testfailover.go); nil: test failovers are reported failed.
 	Driver driver.Driver
+	// ReverseAgent opens the embedded agent of a reverse direction
+	// (reverse.go); cmd passes internal/agent's NewEmbedded. Without it
+	// this master target cannot ship a failed-over machine back.
+	ReverseAgent func(context.Context, ReverseAgentConfig, *slog.Logger) (ReverseAgent, error)
 }
 
 // Target is a running master target.

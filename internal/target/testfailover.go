@@ -106,11 +106,21 @@ func (t *Target) saveTestRecord(r *testRecord) error {
 func (t *Target) testLoop(ctx context.Context) {
 	st := &testState{records: t.loadTestRecords(), sent: map[string]api.RecoveryReport{}, report: t.mgd.comp.Recovery}
 	fst := newFailoverState(t, t.mgd.comp.Recovery) // failovers follow the same desired state (failover.go)
+	rst := newReverseState(t.mgd.comp.Recovery)     // and reverse directions (reverse.go)
+	defer func() {
+		for _, s := range rst.ships {
+			t.stopShip(rst, s)
+		}
+	}()
 	out := manage.Outage{Log: t.log, What: "desired state from the configuration server"}
 	have := ""
 	var cur *api.Desired
 	for {
-		d, err := t.mgd.comp.Desired(ctx, have, testLook)
+		look := testLook
+		if len(rst.ships) > 0 {
+			look = time.Second // the reverse agent's progress is reported this often
+		}
+		d, err := t.mgd.comp.Desired(ctx, have, look)
 		if ctx.Err() != nil {
 			return
 		}
@@ -121,6 +131,7 @@ func (t *Target) testLoop(ctx context.Context) {
 		if cur != nil {
 			t.reconcileFailovers(ctx, fst, *cur)
 			t.reconcileTests(ctx, st, *cur)
+			t.reconcileReverse(ctx, rst, fst, *cur)
 		}
 		if err != nil && !manage.Sleep(ctx, testLook) {
 			return

@@ -1373,6 +1373,7 @@ type DesiredReceive struct {
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Seed          []string               `protobuf:"bytes,2,rep,name=seed,proto3" json:"seed,omitempty"`
 	Release       bool                   `protobuf:"varint,3,opt,name=release,proto3" json:"release,omitempty"`
+	Disks         []*Disk                `protobuf:"bytes,4,rep,name=disks,proto3" json:"disks,omitempty"` // the machine's disks, in order
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1426,6 +1427,13 @@ func (x *DesiredReceive) GetRelease() bool {
 		return x.Release
 	}
 	return false
+}
+
+func (x *DesiredReceive) GetDisks() []*Disk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
 }
 
 // DesiredResume: the original agent continues at epoch (its journal's
@@ -2462,11 +2470,12 @@ const file_components_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
 	"\aprocess\x18\x02 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1a\n" +
-	"\bfailback\x18\x04 \x01(\tR\bfailback\"N\n" +
+	"\bfailback\x18\x04 \x01(\tR\bfailback\"~\n" +
 	"\x0eDesiredReceive\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04seed\x18\x02 \x03(\tR\x04seed\x12\x18\n" +
-	"\arelease\x18\x03 \x01(\bR\arelease\"%\n" +
+	"\arelease\x18\x03 \x01(\bR\arelease\x12.\n" +
+	"\x05disks\x18\x04 \x03(\v2\x18.standby.control.v1.DiskR\x05disks\"%\n" +
 	"\rDesiredResume\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\";\n" +
 	"\fDesiredDrain\x12\x0e\n" +
@@ -2635,34 +2644,35 @@ var file_components_proto_depIdxs = []int32{
 	18, // 26: standby.control.v1.DesiredMachine.receive:type_name -> standby.control.v1.DesiredReceive
 	19, // 27: standby.control.v1.DesiredMachine.resume:type_name -> standby.control.v1.DesiredResume
 	15, // 28: standby.control.v1.DesiredShip.process:type_name -> standby.control.v1.Endpoint
-	22, // 29: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
-	31, // 30: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
-	22, // 31: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	32, // 32: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	32, // 33: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
-	32, // 34: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
-	25, // 35: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
-	24, // 36: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
-	26, // 37: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
-	28, // 38: standby.control.v1.ReportRecoveryRequest.reverse:type_name -> standby.control.v1.ReverseReport
-	4,  // 39: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
-	6,  // 40: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
-	16, // 41: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 42: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 43: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	10, // 44: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	12, // 45: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	27, // 46: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 47: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	8,  // 48: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	11, // 49: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	30, // 50: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	29, // 51: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	47, // [47:52] is the sub-list for method output_type
-	42, // [42:47] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	3,  // 29: standby.control.v1.DesiredReceive.disks:type_name -> standby.control.v1.Disk
+	22, // 30: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
+	31, // 31: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	22, // 32: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	32, // 33: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	32, // 34: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	32, // 35: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	25, // 36: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
+	24, // 37: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	26, // 38: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
+	28, // 39: standby.control.v1.ReportRecoveryRequest.reverse:type_name -> standby.control.v1.ReverseReport
+	4,  // 40: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
+	6,  // 41: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
+	16, // 42: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 43: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 44: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	10, // 45: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	12, // 46: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	27, // 47: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 48: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	8,  // 49: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	11, // 50: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	30, // 51: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	29, // 52: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	48, // [48:53] is the sub-list for method output_type
+	43, // [43:48] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }

@@ -14,25 +14,25 @@ import (
 )
 
 const machineCols = `id, name, agent_id, group_id, process_id, target_id, epoch, state, health,
-	health_reasons, disks, replication, version, updated_at, test_failover, test, failover`
+	health_reasons, disks, replication, version, updated_at, test_failover, test, failover, reverse`
 
 func scanMachine(r pgx.Row) (control.Machine, error) {
 	var x control.Machine
 	err := r.Scan(&x.ID, &x.Name, &x.Agent, &x.Group, &x.Process, &x.Target, u64(&x.Epoch), &x.State, &x.Health,
-		js(&x.HealthReasons), js(&x.Disks), js(&x.Replication), &x.Version, tm(&x.UpdatedAt), &x.TestFailover, js(&x.Test), js(&x.Failover))
+		js(&x.HealthReasons), js(&x.Disks), js(&x.Replication), &x.Version, tm(&x.UpdatedAt), &x.TestFailover, js(&x.Test), js(&x.Failover), js(&x.Reverse))
 	return x, err
 }
 
 // machineArgs are m's nested values, encoded, in machineCols order after
 // the scalar columns.
-func machineJSON(what string, m control.Machine) (reasons, disks, repl, test, failover string, err error) {
-	var b [5][]byte
-	for i, v := range []any{m.HealthReasons, m.Disks, m.Replication, m.Test, m.Failover} {
+func machineJSON(what string, m control.Machine) (reasons, disks, repl, test, failover, reverse string, err error) {
+	var b [6][]byte
+	for i, v := range []any{m.HealthReasons, m.Disks, m.Replication, m.Test, m.Failover, m.Reverse} {
 		if b[i], err = codec.JSON(what, v); err != nil {
-			return "", "", "", "", "", err
+			return "", "", "", "", "", "", err
 		}
 	}
-	return string(b[0]), string(b[1]), string(b[2]), string(b[3]), string(b[4]), nil
+	return string(b[0]), string(b[1]), string(b[2]), string(b[3]), string(b[4]), string(b[5]), nil
 }
 
 // CreateMachine implements store.Store.
@@ -43,13 +43,13 @@ func (s *Store) CreateMachine(ctx context.Context, m control.Machine) (control.M
 	}
 	m.Version = 1
 	what := fmt.Sprintf("create machine %q", m.Name)
-	reasons, disks, repl, test, failover, err := machineJSON(what, m)
+	reasons, disks, repl, test, failover, reverse, err := machineJSON(what, m)
 	if err != nil {
 		return control.Machine{}, err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO machines (`+machineCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+	_, err = s.pool.Exec(ctx, `INSERT INTO machines (`+machineCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 		m.ID, m.Name, m.Agent, m.Group, m.Process, m.Target, int64(m.Epoch), m.State, m.Health,
-		reasons, disks, repl, m.Version, ts(m.UpdatedAt), m.TestFailover, test, failover)
+		reasons, disks, repl, m.Version, ts(m.UpdatedAt), m.TestFailover, test, failover, reverse)
 	if err != nil {
 		return control.Machine{}, exists(what, err)
 	}
@@ -102,16 +102,16 @@ func (s *Store) UpdateMachine(ctx context.Context, m control.Machine) (control.M
 		return control.Machine{}, err
 	}
 	what := fmt.Sprintf("update machine %s", m.ID)
-	reasons, disks, repl, test, failover, err := machineJSON(what, m)
+	reasons, disks, repl, test, failover, reverse, err := machineJSON(what, m)
 	if err != nil {
 		return control.Machine{}, err
 	}
 	res, err := s.pool.Exec(ctx, `UPDATE machines SET name = $1, agent_id = $2, group_id = $3, process_id = $4, target_id = $5,
 		epoch = $6, state = $7, health = $8, health_reasons = $9, disks = $10, replication = $11, version = version + 1, updated_at = $12,
-		test_failover = $13, test = $14, failover = $15
-		WHERE id = $16 AND version = $17`,
+		test_failover = $13, test = $14, failover = $15, reverse = $16
+		WHERE id = $17 AND version = $18`,
 		m.Name, m.Agent, m.Group, m.Process, m.Target, int64(m.Epoch), m.State, m.Health,
-		reasons, disks, repl, ts(m.UpdatedAt), m.TestFailover, test, failover, m.ID, m.Version)
+		reasons, disks, repl, ts(m.UpdatedAt), m.TestFailover, test, failover, reverse, m.ID, m.Version)
 	if err != nil {
 		return control.Machine{}, exists(what, err)
 	}

@@ -12,25 +12,25 @@ import (
 )
 
 const machineCols = `id, name, agent_id, group_id, process_id, target_id, epoch, state, health,
-	health_reasons, disks, replication, version, updated_at, test_failover, test, failover`
+	health_reasons, disks, replication, version, updated_at, test_failover, test, failover, reverse`
 
 func scanMachine(r scanner) (control.Machine, error) {
 	var x control.Machine
 	err := r.Scan(&x.ID, &x.Name, &x.Agent, &x.Group, &x.Process, &x.Target, u64Col{&x.Epoch}, &x.State, &x.Health,
-		jsonCol{&x.HealthReasons}, jsonCol{&x.Disks}, jsonCol{&x.Replication}, &x.Version, timeCol{&x.UpdatedAt}, &x.TestFailover, jsonCol{&x.Test}, jsonCol{&x.Failover})
+		jsonCol{&x.HealthReasons}, jsonCol{&x.Disks}, jsonCol{&x.Replication}, &x.Version, timeCol{&x.UpdatedAt}, &x.TestFailover, jsonCol{&x.Test}, jsonCol{&x.Failover}, jsonCol{&x.Reverse})
 	return x, err
 }
 
 // machineArgs are m's nested values, encoded, in machineCols order after
 // the scalar columns.
-func machineJSON(what string, m control.Machine) (reasons, disks, repl, test, failover string, err error) {
-	var b [5][]byte
-	for i, v := range []any{m.HealthReasons, m.Disks, m.Replication, m.Test, m.Failover} {
+func machineJSON(what string, m control.Machine) (reasons, disks, repl, test, failover, reverse string, err error) {
+	var b [6][]byte
+	for i, v := range []any{m.HealthReasons, m.Disks, m.Replication, m.Test, m.Failover, m.Reverse} {
 		if b[i], err = codec.JSON(what, v); err != nil {
-			return "", "", "", "", "", err
+			return "", "", "", "", "", "", err
 		}
 	}
-	return string(b[0]), string(b[1]), string(b[2]), string(b[3]), string(b[4]), nil
+	return string(b[0]), string(b[1]), string(b[2]), string(b[3]), string(b[4]), string(b[5]), nil
 }
 
 // CreateMachine implements store.Store.
@@ -41,13 +41,13 @@ func (s *Store) CreateMachine(ctx context.Context, m control.Machine) (control.M
 	}
 	m.Version = 1
 	what := fmt.Sprintf("create machine %q", m.Name)
-	reasons, disks, repl, test, failover, err := machineJSON(what, m)
+	reasons, disks, repl, test, failover, reverse, err := machineJSON(what, m)
 	if err != nil {
 		return control.Machine{}, err
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = s.w.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.Name, m.Agent, m.Group, m.Process, m.Target, int64(m.Epoch), m.State, m.Health,
-		reasons, disks, repl, m.Version, micro(m.UpdatedAt), m.TestFailover, test, failover)
+		reasons, disks, repl, m.Version, micro(m.UpdatedAt), m.TestFailover, test, failover, reverse)
 	if err != nil {
 		return control.Machine{}, exists(what, err)
 	}
@@ -100,16 +100,16 @@ func (s *Store) UpdateMachine(ctx context.Context, m control.Machine) (control.M
 		return control.Machine{}, err
 	}
 	what := fmt.Sprintf("update machine %s", m.ID)
-	reasons, disks, repl, test, failover, err := machineJSON(what, m)
+	reasons, disks, repl, test, failover, reverse, err := machineJSON(what, m)
 	if err != nil {
 		return control.Machine{}, err
 	}
 	res, err := s.w.ExecContext(ctx, `UPDATE machines SET name = ?, agent_id = ?, group_id = ?, process_id = ?, target_id = ?,
 		epoch = ?, state = ?, health = ?, health_reasons = ?, disks = ?, replication = ?, version = version + 1, updated_at = ?,
-		test_failover = ?, test = ?, failover = ?
+		test_failover = ?, test = ?, failover = ?, reverse = ?
 		WHERE id = ? AND version = ?`,
 		m.Name, m.Agent, m.Group, m.Process, m.Target, int64(m.Epoch), m.State, m.Health,
-		reasons, disks, repl, micro(m.UpdatedAt), m.TestFailover, test, failover, m.ID, m.Version)
+		reasons, disks, repl, micro(m.UpdatedAt), m.TestFailover, test, failover, reverse, m.ID, m.Version)
 	if err != nil {
 		return control.Machine{}, exists(what, err)
 	}

@@ -51,6 +51,16 @@ func wantMachine(m control.Machine, version int64) control.Machine {
 		f.Report.Hydration.CompletedAt = um(f.Report.Hydration.CompletedAt)
 		m.Failover = &f
 	}
+	if m.Reverse != nil {
+		r := *m.Reverse
+		r.RequestedAt = um(r.RequestedAt)
+		if r.Failback != nil {
+			f := *r.Failback
+			f.RequestedAt = um(f.RequestedAt)
+			r.Failback = &f
+		}
+		m.Reverse = &r
+	}
 	m.Version = version
 	return m
 }
@@ -110,6 +120,11 @@ func testMachineUpdate(t *testing.T, s store.Store) {
 			Export: "failover-web01", Disks: []string{"nbd://x/failover-web01/vda"}, Machine: "web01", MachineState: "running",
 			Hydration: control.Hydration{Done: 5, Total: 10, Images: []string{"/d/hydrated/m1/vda.img"}, Complete: true, CompletedAt: at(8 * time.Second)},
 			Released:  3, ReportedAt: at(9 * time.Second)}}
+	// A reverse direction with a failback round-trips (migration 0004).
+	u.Reverse = &control.Reverse{ID: "rv-1", Agent: "mt1", Process: "ps2", Target: "mt2", Seed: []string{"/srv/web01.img"}, Epoch: 2,
+		Force: true, Unreplicated: 4096, RequestedAt: at(10 * time.Second),
+		Failback: &control.Failback{ID: "fb-1", Epoch: 3, RequestedAt: at(11 * time.Second), Drain: &control.DrainReport{ID: "fb-1", Done: true, BookmarkSeq: 9, Label: "planned-failover-fb-1"}},
+		Report:   control.ReverseReport{Ready: true, Seeded: true, SentBytes: 65536, ResyncBytes: 65536, Replication: control.ReplicationReport{State: "protected", Epoch: 2}}}
 	got, err := s.UpdateMachine(ctx(t), u)
 	must(t, "update", err)
 	same(t, "updated machine", got, wantMachine(u, 2))

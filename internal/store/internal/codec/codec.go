@@ -192,6 +192,17 @@ func Machine(m control.Machine) (control.Machine, error) {
 		f.Report.Hydration.CompletedAt = Time(f.Report.Hydration.CompletedAt)
 		m.Failover = &f
 	}
+	if m.Reverse != nil {
+		r := *m.Reverse
+		r.Seed = slices.Clone(r.Seed)
+		r.RequestedAt = Time(r.RequestedAt)
+		if r.Failback != nil {
+			f := *r.Failback
+			f.RequestedAt = Time(f.RequestedAt)
+			r.Failback = &f
+		}
+		m.Reverse = &r
+	}
 	if m.Disks != nil {
 		m.Disks = append([]control.Disk{}, m.Disks...)
 	}
