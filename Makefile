@@ -11,7 +11,7 @@ help:
 	@echo "bench-capture  fio through the agent vs qemu-nbd and nbdkit"
 	@echo "bench-replication  agent, process server and master target vs rsync and restic"
 	@echo "bench-control  1,000 simulated agents against one configuration server"
-	@echo "bench-recovery test failover (1 GiB, 64 GiB sparse), failover and hydration"
+	@echo "bench-recovery test failover (1 GiB, 64 GiB sparse), failover, hydration and re-protect"
 	@echo "fuzz           run each fuzz target for FUZZTIME (default 30s)"
 	@echo "soak           SIGKILL trials of agent, process server and master target (SOAK_TRIALS, default 300)"
 

@@ -16,9 +16,17 @@
 #                  and from the call to the hydrated standalone image
 #                  complete, against `cat` of the source image (page cache
 #                  dropped before each)
+#   re-protect     the failed-over 1 GiB machine writes 2048 scattered
+#                  4 KiB blocks of random data through its export; the old
+#                  primary's agent is restarted, and the machine is
+#                  re-protected to a second master target, in place over
+#                  the old primary's disk: the bytes the reverse agent
+#                  sent, against the bytes of the 64 KiB blocks in which
+#                  the old disk and the export differ (counted by this
+#                  script, comparing the two images)
 #
 # Output: human-readable lines, then
-#   BENCH recovery test_failover_s_1g=.. test_failover_s_64g=.. [failover_export_s=.. hydrate_ratio_vs_read=..]
+#   BENCH recovery test_failover_s_1g=.. test_failover_s_64g=.. failover_export_s=.. hydrate_ratio_vs_read=.. reprotect_wire_ratio=..
 #
 # Environment (defaults in brackets):
 #   BENCH_DATA     data written on the 1 GiB disk before protection [256M]
@@ -38,7 +46,7 @@ STANDBY=$(readlink -f "$STANDBY" 2>/dev/null || echo "$STANDBY")
 
 say() { echo "bench-recovery: $*"; }
 die() { echo "bench-recovery: FAIL: $*" >&2; exit 1; }
-for t in nbdinfo jq python3 curl; do command -v $t >/dev/null || die "$t is needed (libnbd-bin, jq, python3, curl)"; done
+for t in nbdinfo nbdcopy qemu-io jq python3 curl; do command -v $t >/dev/null || die "$t is needed (libnbd-bin, qemu-utils, jq, python3, curl)"; done
 [ -x "$STANDBY" ] || { say "building $STANDBY"; go build -o bin/standby ./cmd/standby; STANDBY=$(readlink -f bin/standby); }
 
 WORK=$(mktemp -d "$PARENT/standby-bench-recovery.XXXXXX")
@@ -196,33 +204,80 @@ tf64=$(test_failover m64g)
 say "test failover, 64 GiB sparse disk: $tf64 s"
 line="BENCH recovery test_failover_s_1g=$tf1 test_failover_s_64g=$tf64"
 
-# --- failover and hydration (when the server has the failover job) -----------
-if cli help 2>&1 | grep -q "machines failover"; then
-  bookmark_point m1g
-  kill -9 "${AGENT_PID[m1g]}" 2>/dev/null || true   # the primary site is lost
-  wait "${AGENT_PID[m1g]}" 2>/dev/null || true
-  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  t0=$(now); cat "${DISK[m1g]}" >/dev/null; read_s=$(elapsed "$t0" "$(now)")
-  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  # Without --wait: the export is usable when the target reports the
-  # replica machine running on it; the status is polled every 50 ms.
-  t0=$(now)
-  cli machines failover m1g --point latest >/dev/null || die "failover: $(cli machines show m1g)"
-  deadline=$((SECONDS + TIMEOUT))
-  until [ "$(cli machines show m1g -o json | jq -r '.failover.report.phase // ""')" = running ]; do
-    [ $SECONDS -lt $deadline ] || die "failover: not running after ${TIMEOUT}s: $(cli machines show m1g)"
-    sleep 0.05
-  done
-  fo=$(elapsed "$t0" "$(now)")
-  say "failover, 1 GiB disk: fenced, exported and the replica machine running $fo s after the API call (status polled every 50 ms)"
-  hydrated() { cli machines show m1g -o json | jq -e '.failover.report.hydration.complete == true'; }
-  wait_for "hydration" hydrated
-  m=$(cli machines show m1g -o json)
-  hy=$(elapsed "$(secs "$(jq -r '.failover.requested_at' <<<"$m")")" "$(secs "$(jq -r '.failover.report.hydration.completed_at' <<<"$m")")")
-  say "hydration of the 1 GiB disk ($DATA of data) to a standalone image: $hy s from the failover call; cat of the source image: $read_s s"
-  line="$line failover_export_s=$fo hydrate_ratio_vs_read=$(awk -v a="$hy" -v b="$read_s" 'BEGIN{printf "%.3f", a / b}')"
-else
-  say "failover: this standby has no failover job yet; failover_export_s and hydrate_ratio_vs_read not measured"
-fi
-say "reprotect_wire_ratio: re-protect is not built yet; not measured"
+# --- failover and hydration ----------------------------------------------------
+bookmark_point m1g
+kill -9 "${AGENT_PID[m1g]}" 2>/dev/null || true   # the primary site is lost
+wait "${AGENT_PID[m1g]}" 2>/dev/null || true
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+t0=$(now); cat "${DISK[m1g]}" >/dev/null; read_s=$(elapsed "$t0" "$(now)")
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+# Without --wait: the export is usable when the target reports the
+# replica machine running on it; the status is polled every 50 ms.
+t0=$(now)
+cli machines failover m1g --point latest >/dev/null || die "failover: $(cli machines show m1g)"
+deadline=$((SECONDS + TIMEOUT))
+until [ "$(cli machines show m1g -o json | jq -r '.failover.report.phase // ""')" = running ]; do
+  [ $SECONDS -lt $deadline ] || die "failover: not running after ${TIMEOUT}s: $(cli machines show m1g)"
+  sleep 0.05
+done
+fo=$(elapsed "$t0" "$(now)")
+say "failover, 1 GiB disk: fenced, exported and the replica machine running $fo s after the API call (status polled every 50 ms)"
+hydrated() { cli machines show m1g -o json | jq -e '.failover.report.hydration.complete == true'; }
+wait_for "hydration" hydrated
+m=$(cli machines show m1g -o json)
+hy=$(elapsed "$(secs "$(jq -r '.failover.requested_at' <<<"$m")")" "$(secs "$(jq -r '.failover.report.hydration.completed_at' <<<"$m")")")
+say "hydration of the 1 GiB disk ($DATA of data) to a standalone image: $hy s from the failover call; cat of the source image: $read_s s"
+line="$line failover_export_s=$fo hydrate_ratio_vs_read=$(awk -v a="$hy" -v b="$read_s" 'BEGIN{printf "%.3f", a / b}')"
+
+# --- re-protect ------------------------------------------------------------------
+# The failed-over machine writes 2048 scattered 4 KiB blocks of random data.
+EXPORT_URI="nbd+unix:///failover-m1g/vda?socket=$WORK/exports.sock"
+python3 - "$WORK/writes.qio" <<'PY'
+import random, sys
+random.seed(7)
+offs = random.sample(range(0, (1 << 30) // 4096), 2048)
+with open(sys.argv[1], "w") as f:
+    for o in offs:
+        f.write("write -P %d %d 4k\n" % (random.randrange(1, 256), o * 4096))
+    f.write("flush\n")
+PY
+qemu-io -f raw "$EXPORT_URI" <"$WORK/writes.qio" >/dev/null || die "the replica machine's writes through the export"
+# What differs, counted here: 64 KiB blocks of the old primary's disk and
+# of the export.
+nbdcopy "$EXPORT_URI" "$WORK/export.img"
+differ=$(python3 - "${DISK[m1g]}" "$WORK/export.img" <<'PY'
+import sys
+n = 0
+with open(sys.argv[1], "rb") as a, open(sys.argv[2], "rb") as b:
+    while True:
+        x, y = a.read(65536), b.read(65536)
+        if not x and not y:
+            break
+        if x != y:
+            n += 65536
+print(n)
+PY
+)
+rm -f "$WORK/export.img"
+say "re-protect: the old primary's disk and the failed-over machine's differ in $differ bytes of 64 KiB blocks"
+# The second master target, at the primary site; the old primary's agent
+# comes back (fenced) and gives its disk as the seed.
+T2P=$(port); T2S=$(port)
+join target mt2 "127.0.0.1:$T2P"
+{ printf 'listen: 127.0.0.1:%s\ndata_dir: %s\nstatus: 127.0.0.1:%s\nlog_level: warn\n' "$T2P" "$WORK/target2" "$T2S"; control mt2; } >"$WORK/target2.yaml"
+"$STANDBY" target --config "$WORK/target2.yaml" >"$WORK/target2.log" 2>&1 &
+PIDS+=($!)
+start_agent m1g
+mt2_up() { cli servers list | grep -q "127.0.0.1:$T2P"; }
+wait_for "mt2 to heartbeat" mt2_up
+fenced_reported() { cli machines show m1g -o json | jq -e '.disks[0].path != null and .replication.state == "fenced"'; }
+wait_for "the old primary's agent to report" fenced_reported
+t0=$(now)
+out=$(cli machines reprotect m1g --target mt2 --force --wait 2>&1) || die "re-protect: $out"
+rp=$(elapsed "$t0" "$(now)")
+m=$(cli machines show m1g -o json)
+sent=$(jq -r '.reverse.report.sent_bytes' <<<"$m")
+found=$(jq -r '.reverse.report.resync_bytes' <<<"$m")
+say "re-protect: protected in reverse in $rp s; the comparison found $found bytes differing, the reverse agent sent $sent bytes"
+line="$line reprotect_wire_ratio=$(awk -v a="$sent" -v b="$differ" 'BEGIN{printf "%.3f", a / b}')"
 echo "$line"
