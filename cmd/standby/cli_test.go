@@ -90,10 +90,18 @@ func TestTwoSiteDemo(t *testing.T) {
 	}
 	// It goes through the configuration server, and says nothing alarming.
 	for _, want := range []string{"configuration server on", "joined with a one-time token", "job succeeded: machine web01 is protected", "in the server's catalogue",
-		"its disk is equal to the source", "cleanup in", "the old agent is fenced", "the image is equal to the source", "machine failover-committed, 1 recovery point kept"} {
+		"cleanup in", "source stopped; data lost: none", "protected in reverse after", "equals the failed-over machine's disk",
+		"machine protected in the original direction", "the old agent is fenced", "against the source as it was lost: data lost: none",
+		"machine failover-committed; recovery points kept: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo does not say %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "data lost: none (byte for byte equal)"); n != 4 || strings.Contains(out, "DATA LOST") {
+		t.Errorf("the demo says \"data lost: none\" %d times, not 4 (test failover, planned failover, failback, unplanned failover):\n%s", n, out)
+	}
+	if strings.Count(out, "recovery points kept: ") != 1 || !strings.Contains(out, "recovery points kept: ") || strings.Contains(out[strings.Index(out, "recovery points kept: "):], ",") {
+		t.Errorf("the commit kept more than one point:\n%s", out)
 	}
 	if strings.Contains(errs, "level=ERROR") || strings.Contains(errs, "level=WARN") {
 		t.Errorf("the demo logged warnings or errors:\n%s", errs)

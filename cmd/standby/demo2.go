@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/standby-dr/standby/internal/agent"
 	"github.com/standby-dr/standby/internal/api/client"
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/driver"
 	"github.com/standby-dr/standby/internal/driver/execdriver"
 	"github.com/standby-dr/standby/internal/nbd"
 	"github.com/standby-dr/standby/internal/process"
@@ -119,7 +121,7 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	}
 	tgt, err := target.New(ctx, target.Options{DataDir: filepath.Join(o.dir, "secondary", "target"), Logger: log,
 		Retention: retention.Policy{KeepAll: time.Hour}, PruneInterval: 5 * time.Second,
-		Exports: target.ExportsOptions{Unix: filepath.Join(o.dir, "secondary", "exports.sock")}, Driver: drv,
+		Exports: target.ExportsOptions{Unix: filepath.Join(o.dir, "secondary", "exports.sock")}, Driver: drv, ReverseAgent: reverseAgent,
 		Control: &target.Control{Server: serverURL, Identity: tgtID, Address: tl.Addr().String(), Heartbeat: time.Second, Version: version}})
 	if err != nil {
 		return err
@@ -148,6 +150,39 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	go ps.Serve(rctx, pl)
 	step("Primary site: process server on %s, cache 1GiB, zstd + zero elimination + dedup to the target it is told", pl.Addr())
 
+	// Primary site: a master target for the reverse direction (after a
+	// failover, the machine is protected back to this site, in place over
+	// its old disk).
+	tl2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	tgt2ID, err := join(control.RoleTarget, "mt2", tl2.Addr().String())
+	if err != nil {
+		return err
+	}
+	tgt2, err := target.New(ctx, target.Options{DataDir: filepath.Join(o.dir, "primary", "target"), Logger: log,
+		Retention: retention.Policy{KeepAll: time.Hour}, PruneInterval: 5 * time.Second,
+		Control: &target.Control{Server: serverURL, Identity: tgt2ID, Address: tl2.Addr().String(), Heartbeat: time.Second, Version: version}})
+	if err != nil {
+		return err
+	}
+	defer tgt2.Close()
+	go tgt2.Serve(rctx, tl2)
+	step("Primary site: master target mt2 on %s, for the reverse direction", tl2.Addr())
+
+	// The source machine web01: a stand-in (a sleep) through the exec
+	// driver, which a planned failover stops and a failback starts.
+	srcDrv, err := execdriver.New(execdriver.Options{Start: []string{"/bin/sh", vm, "start"}, Stop: []string{"/bin/sh", vm, "stop"},
+		Status: []string{"/bin/sh", vm, "status"}, Dir: filepath.Join(o.dir, "primary")}, log)
+	if err != nil {
+		return err
+	}
+	if _, err := srcDrv.Start(ctx, driver.Machine{Name: "web01-src", Disks: []driver.Disk{{Name: "root", Path: disk}}}); err != nil {
+		return fmt.Errorf("start the source machine: %w", err)
+	}
+	defer srcDrv.Stop(context.Background(), "web01-src", true)
+
 	agentID, err := join(control.RoleAgent, "host1", "")
 	if err != nil {
 		return err
@@ -160,10 +195,14 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	cc := agent.ControlDefaults()
 	cc.Server, cc.Identity, cc.Heartbeat = serverURL, agentID, "1s"
 	cfg.Control = &cc
-	a, err := agent.New(ctx, cfg, log)
+	cfg.Source = &agent.SourceConfig{Driver: driver.Config{Name: "exec"}, Handle: "web01-src"}
+	// The agent logs errors only: the demo tells what it does (writes
+	// refused at the planned failover, fenced after it).
+	a, err := agent.New(ctx, cfg, e.logger("error"))
 	if err != nil {
 		return err
 	}
+	a.SetSourceDriver(srcDrv)
 	actx, stopAgent := context.WithCancel(rctx)
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- a.Run(actx) }()
@@ -272,21 +311,16 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		}
 	}
 
-	step("Checking the replica at the final point against the source disk")
-	stopAgent()
-	if err := <-agentDone; err != nil {
-		agentDone <- nil
-		return fmt.Errorf("agent: %w", err)
-	}
-	agentDone <- nil
+	step("Checking the replica at the final point against the source disk (the workload is over)")
 	last := points[len(points)-1]
 	v, err := rep.OpenPoint(ctx, last.ID)
 	if err != nil {
 		return err
 	}
-	defer v.Close()
 	hr := sha256.New()
-	if _, err := io.Copy(hr, io.NewSectionReader(v.DiskReaderAt(0), 0, v.Size(0))); err != nil {
+	_, err = io.Copy(hr, io.NewSectionReader(v.DiskReaderAt(0), 0, v.Size(0)))
+	v.Close() // the view pins the point: the commit at the end would keep it
+	if err != nil {
 		return err
 	}
 	hs, err := fileHash(disk)
@@ -298,7 +332,24 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		return errors.New("the replica differs from the source: replication FAILED")
 	}
 	step("The replica at the secondary site equals the source byte for byte.")
-	if err := demoRecovery(ctx, w, admin, tgt, hs); err != nil {
+	loseSite := func() error {
+		// A last point that holds everything, then the primary is lost.
+		seq, err := a.Machine().Bookmark("demo-before-loss", false)
+		if err != nil {
+			return err
+		}
+		if err := waitDemo(ctx, time.Minute, func() bool {
+			rep, _, ok := tgt.Lookup("web01")
+			return ok && rep.Status().Applied.Seq >= seq
+		}); err != nil {
+			return fmt.Errorf("the last point before the loss: %w", err)
+		}
+		stopAgent()
+		err = <-agentDone
+		agentDone <- nil
+		return err
+	}
+	if err := demoRecovery(ctx, w, demoSites{admin: admin, tgt: tgt, disk: disk, loseSite: loseSite}); err != nil {
 		return err
 	}
 	if o.keep {
@@ -331,11 +382,24 @@ status) [ -f "$2.pid" ] && kill -0 "$(cat "$2.pid")" 2>/dev/null && { echo runni
 esac
 `
 
-// demoRecovery runs the recovery operations through the server, each a
-// job, and checks the data each gives back against the source (sha256
-// src): a test failover (and its cleanup), an unplanned failover with
-// hydration, and the commit.
-func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *target.Target, src [32]byte) error {
+// demoSites is what the demo's recovery needs of the sites.
+type demoSites struct {
+	admin *client.Client
+	tgt   *target.Target // mt1, at the secondary site
+	disk  string         // the source machine's disk, at the primary site
+	// loseSite takes a last point and stops the agent: the primary site
+	// is lost.
+	loseSite func() error
+}
+
+// demoRecovery runs the whole recovery cycle through the server, each
+// operation a job, and checks the data each gives back: a test failover
+// and its cleanup, a planned failover, re-protection to the primary site,
+// writes at the secondary, failback, protection in the original
+// direction; then the primary site is lost: an unplanned failover with
+// hydration, and the commit. Each step prints its time and the data lost.
+func demoRecovery(ctx context.Context, w io.Writer, d demoSites) error {
+	admin := d.admin
 	step := func(format string, a ...any) { fmt.Fprintf(w, "==> "+format+"\n", a...) }
 	job := func(path string, body any) (controlMachine, time.Duration, error) {
 		t0 := time.Now()
@@ -360,16 +424,19 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 		err := admin.Do(ctx, "GET", "/v1/machines/web01", nil, &m)
 		return m, took, err
 	}
-	exportHash := func(name string) ([32]byte, error) {
-		var sum [32]byte
-		ex, err := tgt.ExportByName(name)
+	exportConn := func(name string) (*nbd.Client, error) {
+		ex, err := d.tgt.ExportByName(name)
 		if err != nil {
-			return sum, err
+			return nil, err
 		}
 		if len(ex.Disks) == 0 {
-			return sum, fmt.Errorf("export %q has no disk", name)
+			return nil, fmt.Errorf("export %q has no disk", name)
 		}
-		c, err := nbd.Dial(ctx, "unix", ex.Unix, ex.Disks[0].Export, nbd.ClientOptions{})
+		return nbd.Dial(ctx, "unix", ex.Unix, ex.Disks[0].Export, nbd.ClientOptions{})
+	}
+	exportHash := func(name string) ([32]byte, error) {
+		var sum [32]byte
+		c, err := exportConn(name)
 		if err != nil {
 			return sum, err
 		}
@@ -381,11 +448,15 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 		copy(sum[:], h.Sum(nil))
 		return sum, nil
 	}
-	same := func(a [32]byte) string {
-		if a == src {
-			return "equal to the source"
+	lost := func(got, want [32]byte) string {
+		if got == want {
+			return "data lost: none (byte for byte equal)"
 		}
-		return "DIFFERENT from the source"
+		return "DATA LOST: the disks differ"
+	}
+	src, err := fileHash(d.disk)
+	if err != nil {
+		return err
 	}
 
 	step("Test failover of web01 at the latest point: the point exported as a writable overlay, an isolated replica machine started")
@@ -397,8 +468,8 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "    done in %s: point %d exported as %s, replica machine %s; its disk is %s; the point is tagged \"tested\"\n",
-		took.Round(time.Millisecond), m.Test.Report.PointID, m.Test.Report.Export, m.Test.Report.MachineState, same(th))
+	fmt.Fprintf(w, "    done in %s: point %d exported as %s, replica machine %s; against the source: %s; the point is tagged \"tested\"\n",
+		took.Round(time.Millisecond), m.Test.Report.PointID, m.Test.Report.Export, m.Test.Report.MachineState, lost(th, src))
 	if th != src {
 		return errors.New("the test failover's disk differs from the source")
 	}
@@ -407,12 +478,87 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 	}
 	fmt.Fprintf(w, "    cleanup in %s: replica machine stopped, export and overlay removed; the replica itself was never written\n", took.Round(time.Millisecond))
 
-	step("Unplanned failover of web01 (the primary site is lost): fence, export the latest point, start the replica machine, hydrate")
+	step("Planned failover of web01: the agent stops the source machine, refuses writes, drains its journal; then fence and fail over to the final bookmark")
+	if m, took, err = job("/v1/machines/web01/planned-failover", map[string]any{}); err != nil {
+		return err
+	}
+	src, err = fileHash(d.disk) // the source as it stopped
+	if err != nil {
+		return err
+	}
+	fh, err := exportHash(m.Failover.Report.Export)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    replica machine running on point %d (the final bookmark) after %s, epoch %d; source %s; %s\n",
+		m.Failover.Report.PointID, took.Round(time.Millisecond), m.Epoch, m.Failover.Drain.SourceState, lost(fh, src))
+	if fh != src {
+		return errors.New("the planned failover lost data")
+	}
+
+	step("Re-protect web01 to master target mt2 at the primary site, in place over the old disk: only what differs is sent")
+	if m, took, err = job("/v1/machines/web01/reprotect", map[string]any{"target": "mt2"}); err != nil {
+		return err
+	}
+	r := m.Reverse.Report
+	fmt.Fprintf(w, "    protected in reverse after %s: %s of blocks differed, %s sent (the %s disk was not copied)\n",
+		took.Round(time.Millisecond), humanBytes(uint64(r.ResyncBytes)), humanBytes(uint64(r.SentBytes)), humanBytes(uint64(m.Disks[0].Size)))
+
+	step("The failed-over machine writes at the secondary site: 256 scattered 4 KiB blocks through its export")
+	c, err := exportConn(m.Failover.Report.Export)
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	blk := make([]byte, 4096)
+	for range 256 {
+		for i := range blk {
+			blk[i] = byte(rng.Uint32())
+		}
+		if _, err := c.WriteAt(blk, rng.Int64N(c.Size()/4096)*4096); err != nil {
+			c.Close()
+			return err
+		}
+	}
+	err = c.Flush()
+	c.Close()
+	if err != nil {
+		return err
+	}
+	final, err := exportHash(m.Failover.Report.Export)
+	if err != nil {
+		return err
+	}
+	if err := waitDemo(ctx, time.Minute, func() bool {
+		h, err := fileHash(d.disk)
+		return err == nil && h == final
+	}); err != nil {
+		return fmt.Errorf("the secondary's writes did not reach the primary's disk: %w", err)
+	}
+	fmt.Fprintf(w, "    the primary's disk, written in place by mt2, equals the failed-over machine's disk\n")
+
+	step("Failback of web01: the replica machine is stopped and drained to the primary site; the agent continues on its disk and starts the source machine")
+	if m, took, err = job("/v1/machines/web01/failback", map[string]any{}); err != nil {
+		return err
+	}
+	back, err := fileHash(d.disk)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "    failed back in %s: machine %s in the original direction (epoch %d); against the failed-over machine's disk: %s\n",
+		took.Round(time.Millisecond), m.State, m.Epoch, lost(back, final))
+	if back != final {
+		return errors.New("the failback lost data")
+	}
+
+	step("The primary site is lost (the agent stops). Unplanned failover of web01: fence, export the latest point, start the replica machine, hydrate")
+	if err := d.loseSite(); err != nil {
+		return err
+	}
 	if m, took, err = job("/v1/machines/web01/failover", map[string]string{"point": "latest"}); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "    replica machine running on point %d after %s (epoch %d: the old agent is fenced); data lost: none (the point holds every write acknowledged before the primary stopped)\n",
-		m.Failover.Report.PointID, took.Round(time.Millisecond), m.Epoch)
+	fmt.Fprintf(w, "    replica machine running on point %d after %s (epoch %d: the old agent is fenced)\n", m.Failover.Report.PointID, took.Round(time.Millisecond), m.Epoch)
 	if err := waitDemo(ctx, 2*time.Minute, func() bool {
 		return admin.Do(ctx, "GET", "/v1/machines/web01", nil, &m) == nil && m.Failover != nil && m.Failover.Report.Hydration.Complete
 	}); err != nil {
@@ -426,9 +572,9 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "    hydrated %s to a standalone image %s after the failover call; the image is %s\n",
-		humanBytes(uint64(hy.Total)), hy.CompletedAt.Sub(m.Failover.RequestedAt).Round(time.Millisecond), same(ih))
-	if ih != src {
+	fmt.Fprintf(w, "    hydrated %s to a standalone image %s after the failover call; against the source as it was lost: %s\n",
+		humanBytes(uint64(hy.Total)), hy.CompletedAt.Sub(m.Failover.RequestedAt).Round(time.Millisecond), lost(ih, back))
+	if ih != back {
 		return errors.New("the hydrated image differs from the source")
 	}
 	if m, took, err = job("/v1/machines/web01/commit", map[string]string{}); err != nil {
@@ -441,6 +587,10 @@ func demoRecovery(ctx context.Context, w io.Writer, admin *client.Client, tgt *t
 	waitDemo(ctx, 10*time.Second, func() bool {
 		return admin.Do(ctx, "GET", "/v1/machines/web01/points", nil, &cat) == nil && len(cat.Points) == 1
 	})
-	fmt.Fprintf(w, "    committed in %s: machine %s, %d recovery point kept\n", took.Round(time.Millisecond), m.State, len(cat.Points))
+	var kept []string
+	for _, p := range cat.Points {
+		kept = append(kept, fmt.Sprintf("%d (%s)", p.ID, p.Label))
+	}
+	fmt.Fprintf(w, "    committed in %s: machine %s; recovery points kept: %s\n", took.Round(time.Millisecond), m.State, strings.Join(kept, ", "))
 	return nil
 }

@@ -373,7 +373,9 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 		// Failed over: the master target holds the newer epoch and
 		// refuses this journal's segments; do not even try.
 		why := fmt.Sprintf("fenced: the machine was failed over (epoch %d, this journal's %d); shipping stopped", d.Epoch, c.a.machine.Stats().Epoch)
-		c.log.Error(why)
+		if c.a.ship.Status().State != ReplFenced {
+			c.log.Warn(why)
+		}
 		c.a.ship.fence(why)
 		d = &api.DesiredMachine{ID: d.ID, Name: d.Name, Epoch: d.Epoch, Policy: d.Policy, Drain: d.Drain} // no process server
 	}
@@ -404,6 +406,8 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 	switch {
 	case p != nil && (was == nil || was.Process == nil || *was.Process != *d.Process):
 		c.log.Info("protected: shipping to the process server the configuration server names", "process", d.Process.ID, "address", d.Process.Address)
+	case p == nil && d != nil && (d.Drain != nil || d.Resume != nil || d.Epoch > c.a.machine.Stats().Epoch):
+		c.log.Info("the machine runs at the other site (failed over, or protected in reverse): not shipping")
 	case p == nil && d != nil:
 		c.log.Warn("protected, but the configuration server names no reachable process server; not shipping", "process", d.Process)
 	case p == nil && was != nil:

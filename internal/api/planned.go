@@ -147,59 +147,106 @@ var ErrNotDrained = errors.New("not drained yet")
 // the machine as it is. While the agent has not reported the drain done,
 // or the master target has not reported the point, it returns an error
 // wrapping ErrNotDrained; a drain the agent reports failed moves the
-// machine to failover-failed and returns a permanent error.
+// machine to failover-failed and returns an error wrapping ErrDrainFailed.
 func (s *Server) FenceDrained(ctx context.Context, id, failover string) (control.Machine, error) {
+	return s.fenceAfterDrain(ctx, id, drainSide{
+		who: "the agent",
+		drain: func(m *control.Machine) (*control.DrainReport, bool, error) {
+			if m.Failover == nil || m.Failover.ID != failover {
+				return nil, false, fmt.Errorf("machine %s: the planned failover %s was replaced meanwhile", m.Name, failover)
+			}
+			if m.State != control.StateFailoverDraining {
+				if m.Failover.Point == "" {
+					return nil, false, fmt.Errorf("machine %s is %s: the planned failover did not end its drain", m.Name, m.State)
+				}
+				return nil, true, nil // done earlier
+			}
+			return m.Failover.Drain, false, nil
+		},
+		failed: func(m *control.Machine, d control.DrainReport) {
+			f := *m.Failover
+			f.Report.Phase, f.Report.Error = control.FailoverPhaseFailed, "drain: "+d.Error
+			m.Failover = &f
+		},
+		fence: func(ctx context.Context, m *control.Machine, d control.DrainReport, epoch uint64) (string, error) {
+			pts, err := s.o.Store.ListPoints(ctx, m.ID)
+			if err != nil {
+				return "", err
+			}
+			var point *control.RecoveryPoint
+			for i := range pts {
+				if pts[i].Seq == d.BookmarkSeq && pts[i].Label == d.Label {
+					point = &pts[i]
+				}
+			}
+			if point == nil {
+				return "", fmt.Errorf("%w: the final bookmark (journal sequence %d, %s) is applied, but the master target has not reported its point yet", ErrNotDrained, d.BookmarkSeq, d.Label)
+			}
+			f := *m.Failover
+			f.Point, f.Epoch = strconv.FormatUint(point.ID, 10), epoch
+			m.Failover = &f
+			return fmt.Sprintf("source %s; final bookmark %s at journal sequence %d is recovery point %d; epoch %d (the old primary is fenced)",
+				orNone(d.SourceState), d.Label, d.BookmarkSeq, point.ID, epoch), nil
+		},
+	})
+}
+
+// drainSide is what fenceAfterDrain needs to know of one kind of drain:
+// a planned failover's (the agent drains) or a failback's (the master
+// target that failed the machine over drains).
+type drainSide struct {
+	who string // who drains, for messages
+	// drain returns the drain report (nil: none yet), or done when the
+	// fence was made earlier, or an error when the operation is no longer
+	// the machine's.
+	drain func(m *control.Machine) (d *control.DrainReport, done bool, err error)
+	// failed records a failed drain on m (besides failover-failed).
+	failed func(m *control.Machine, d control.DrainReport)
+	// fence records on m what the drain ended at, with the new epoch, and
+	// says it for the audit; an error wrapping ErrNotDrained waits.
+	fence func(ctx context.Context, m *control.Machine, d control.DrainReport, epoch uint64) (string, error)
+}
+
+// fenceAfterDrain is FenceDrained and FenceFailback: once the drain is
+// reported done, raise the epoch and move the machine from
+// failover-draining to failover-started (drained); a drain reported
+// failed moves it to failover-failed. Optimistic: retried on a conflict.
+func (s *Server) fenceAfterDrain(ctx context.Context, id string, side drainSide) (control.Machine, error) {
 	for attempt := 0; ; attempt++ {
 		m, err := s.o.Store.GetMachine(ctx, id)
 		if err != nil {
 			return m, err
 		}
-		if m.Failover == nil || m.Failover.ID != failover {
-			return m, fmt.Errorf("machine %s: the planned failover %s was replaced meanwhile", m.Name, failover)
+		d, done, err := side.drain(&m)
+		if err != nil || done {
+			return m, err
 		}
-		if m.State != control.StateFailoverDraining {
-			if m.Failover.Point == "" {
-				return m, fmt.Errorf("machine %s is %s: the planned failover did not end its drain", m.Name, m.State)
-			}
-			return m, nil // done earlier
-		}
-		d := m.Failover.Drain
 		if d != nil && d.Error != "" && !d.Done {
-			m.State, _ = control.Transition(m.State, control.EventFailoverFailed)
-			f := *m.Failover
-			f.Report.Phase, f.Report.Error = control.FailoverPhaseFailed, "drain: "+d.Error
-			m.Failover = &f
-			m.UpdatedAt = s.now()
-			if _, err := s.o.Store.UpdateMachine(ctx, m); errors.Is(err, store.ErrConflict) && attempt < 3 {
-				continue
-			} else if err != nil {
-				return m, err
+			if m.State == control.StateFailoverDraining {
+				m.State, _ = control.Transition(m.State, control.EventFailoverFailed)
+				side.failed(&m, *d)
+				m.UpdatedAt = s.now()
+				if _, err := s.o.Store.UpdateMachine(ctx, m); errors.Is(err, store.ErrConflict) && attempt < 3 {
+					continue
+				} else if err != nil {
+					return m, err
+				}
+				s.audit(ctx, "machine.failover-failed", "machine/"+m.Name, nil, "drain: "+d.Error)
+				s.desired.notify()
 			}
-			s.audit(ctx, "machine.failover-failed", "machine/"+m.Name, nil, "drain: "+d.Error)
-			s.desired.notify()
-			return m, fmt.Errorf("%w: the agent could not drain %s: %s", ErrDrainFailed, m.Name, d.Error)
+			return m, fmt.Errorf("%w: %s could not drain %s: %s", ErrDrainFailed, side.who, m.Name, d.Error)
 		}
 		if d == nil || !d.Done {
-			return m, fmt.Errorf("%w: the agent has not reported the drain done", ErrNotDrained)
+			return m, fmt.Errorf("%w: %s has not reported the drain done", ErrNotDrained, side.who)
 		}
-		pts, err := s.o.Store.ListPoints(ctx, m.ID)
+		detail, err := side.fence(ctx, &m, *d, m.Epoch+1)
 		if err != nil {
 			return m, err
 		}
-		var point *control.RecoveryPoint
-		for i := range pts {
-			if pts[i].Seq == d.BookmarkSeq && pts[i].Label == d.Label {
-				point = &pts[i]
-			}
+		if m.State, err = control.Transition(m.State, control.EventDrained); err != nil {
+			return m, err
 		}
-		if point == nil {
-			return m, fmt.Errorf("%w: the final bookmark (journal sequence %d, %s) is applied, but the master target has not reported its point yet", ErrNotDrained, d.BookmarkSeq, d.Label)
-		}
-		m.State, _ = control.Transition(m.State, control.EventDrained)
 		m.Epoch++
-		f := *m.Failover
-		f.Point, f.Epoch = strconv.FormatUint(point.ID, 10), m.Epoch
-		m.Failover = &f
 		m.UpdatedAt = s.now()
 		m, err = s.o.Store.UpdateMachine(ctx, m)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
@@ -208,8 +255,7 @@ func (s *Server) FenceDrained(ctx context.Context, id, failover string) (control
 		if err != nil {
 			return m, err
 		}
-		s.audit(ctx, "machine.drained", "machine/"+m.Name, nil, fmt.Sprintf("source %s; final bookmark %s at journal sequence %d is recovery point %d; epoch %d (the old primary is fenced)",
-			orNone(d.SourceState), d.Label, d.BookmarkSeq, point.ID, m.Epoch))
+		s.audit(ctx, "machine.drained", "machine/"+m.Name, nil, detail)
 		s.desired.notify()
 		return m, nil
 	}

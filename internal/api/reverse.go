@@ -105,16 +105,9 @@ type reverseResponse struct {
 	Job     control.Job     `json:"job"`
 }
 
-// reverseServing is m's reverse direction while it carries data to the
-// primary site: from the re-protection until the failback's epoch is
-// raised. Nil otherwise.
-func reverseServing(m control.Machine) *control.Reverse {
-	r := m.Reverse
-	if r == nil || (r.Failback != nil && r.Failback.Epoch > 0) {
-		return nil
-	}
-	return r
-}
+// reverseServing is m's reverse direction while it carries data
+// (control.Machine.ReverseServing).
+func reverseServing(m control.Machine) *control.Reverse { return m.ReverseServing() }
 
 // ErrUnreplicated: the old primary holds writes that never reached the
 // secondary; re-protecting discards them.
@@ -380,70 +373,38 @@ func (s *Server) reportReverse(ctx context.Context, req RecoveryReport) error {
 	}
 }
 
-// ErrNotFailedBack is returned by FenceFailback and FinishFailback while
-// their condition does not hold yet: the caller waits.
-var ErrNotFailedBack = errors.New("not there yet")
-
 // FenceFailback ends the drain of a failback: once the shipping master
 // target reports the final bookmark applied at the primary site, the
 // epoch is raised (the replica machine's capture is fenced) and the
 // machine moves to failover-started; the receiving master target then
-// releases the old primary's disks. Idempotent. A drain reported failed
-// moves the machine to failover-failed and returns ErrDrainFailed.
+// releases the old primary's disks. Idempotent; it waits (ErrNotDrained)
+// and fails (ErrDrainFailed) as FenceDrained does.
 func (s *Server) FenceFailback(ctx context.Context, id, failback string) (control.Machine, error) {
-	for attempt := 0; ; attempt++ {
-		m, err := s.o.Store.GetMachine(ctx, id)
-		if err != nil {
-			return m, err
-		}
-		if m.Reverse == nil || m.Reverse.Failback == nil || m.Reverse.Failback.ID != failback {
-			return m, fmt.Errorf("machine %s: the failback %s was replaced meanwhile", m.Name, failback)
-		}
-		f := m.Reverse.Failback
-		if f.Epoch > 0 {
-			return m, nil
-		}
-		d := f.Drain
-		if d != nil && d.Error != "" && !d.Done {
-			if m.State == control.StateFailoverDraining {
-				m.State, _ = control.Transition(m.State, control.EventFailoverFailed)
-				m.UpdatedAt = s.now()
-				if _, err := s.o.Store.UpdateMachine(ctx, m); errors.Is(err, store.ErrConflict) && attempt < 3 {
-					continue
-				} else if err != nil {
-					return m, err
-				}
-				s.audit(ctx, "machine.failover-failed", "machine/"+m.Name, nil, "failback drain: "+d.Error)
-				s.desired.notify()
+	return s.fenceAfterDrain(ctx, id, drainSide{
+		who: "the failover's master target",
+		drain: func(m *control.Machine) (*control.DrainReport, bool, error) {
+			if m.Reverse == nil || m.Reverse.Failback == nil || m.Reverse.Failback.ID != failback {
+				return nil, false, fmt.Errorf("machine %s: the failback %s was replaced meanwhile", m.Name, failback)
 			}
-			return m, fmt.Errorf("%w: master target %s could not drain %s back: %s", ErrDrainFailed, m.Reverse.Agent, m.Name, d.Error)
-		}
-		if d == nil || !d.Done {
-			return m, fmt.Errorf("%w: the master target has not reported the failback's drain done", ErrNotFailedBack)
-		}
-		if m.State, err = control.Transition(m.State, control.EventDrained); err != nil {
-			return m, err
-		}
-		m.Epoch++
-		r := *m.Reverse
-		fb := *f
-		fb.Epoch = m.Epoch
-		r.Failback = &fb
-		m.Reverse = &r
-		m.UpdatedAt = s.now()
-		m, err = s.o.Store.UpdateMachine(ctx, m)
-		if errors.Is(err, store.ErrConflict) && attempt < 3 {
-			continue
-		}
-		if err != nil {
-			return m, err
-		}
-		s.audit(ctx, "machine.drained", "machine/"+m.Name, nil, fmt.Sprintf("failback: replica machine %s, final bookmark %s at journal sequence %d applied at the primary site; epoch %d",
-			orNone(d.SourceState), d.Label, d.BookmarkSeq, m.Epoch))
-		s.desired.notify()
-		return m, nil
-	}
+			f := m.Reverse.Failback
+			return f.Drain, f.Epoch > 0, nil
+		},
+		failed: func(*control.Machine, control.DrainReport) {},
+		fence: func(_ context.Context, m *control.Machine, d control.DrainReport, epoch uint64) (string, error) {
+			r := *m.Reverse
+			fb := *r.Failback
+			fb.Epoch = epoch
+			r.Failback = &fb
+			m.Reverse = &r
+			return fmt.Sprintf("failback: replica machine %s, final bookmark %s at journal sequence %d applied at the primary site; epoch %d",
+				orNone(d.SourceState), d.Label, d.BookmarkSeq, epoch), nil
+		},
+	})
 }
+
+// ErrNotFailedBack is returned by FinishFailback while the failback
+// cannot end yet: the caller waits.
+var ErrNotFailedBack = errors.New("failback not done yet")
 
 // FinishFailback ends a failback once the original agent continues at
 // the failback's epoch: the reverse direction and the failover are

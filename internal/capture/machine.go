@@ -459,7 +459,7 @@ func (m *Machine) Freeze(why string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.frozen == "" {
-		m.log.Warn("writes refused from now on", "machine", m.st.MachineID, "why", why)
+		m.log.Info("writes refused from now on", "machine", m.st.MachineID, "why", why)
 	}
 	m.frozen = why
 }

@@ -123,7 +123,7 @@ func Assess(in HealthInput, now time.Time) []Finding {
 		fs = append(fs, Finding{Condition: cond, Severity: sev, Reason: fmt.Sprintf(format, args...)})
 	}
 	m := in.Machine
-	rep := m.Replication
+	_, _, _, rep := m.Replicating()
 	agentLate := false
 	checkServers := func(all bool) {
 		agentLate = heartbeatFinding(&fs, ConditionAgentHeartbeat, "agent", in.Agent, now)

@@ -83,3 +83,24 @@ func (r ReverseReport) Validate() error {
 	}
 	return nil
 }
+
+// ReverseServing is m's reverse direction while it carries the machine's
+// data to the primary site: from the re-protection until a failback
+// raises the epoch. Nil otherwise.
+func (m Machine) ReverseServing() *Reverse {
+	r := m.Reverse
+	if r == nil || (r.Failback != nil && r.Failback.Epoch > 0) {
+		return nil
+	}
+	return r
+}
+
+// Replicating says which servers replicate m now and what its agent
+// last reported: the reverse direction's (the master target acting as
+// the agent) while it serves, else the machine's own.
+func (m Machine) Replicating() (agent, process, target string, rep ReplicationReport) {
+	if r := m.ReverseServing(); r != nil {
+		return r.Agent, r.Process, r.Target, r.Report.Replication
+	}
+	return m.Agent, m.Process, m.Target, m.Replication
+}

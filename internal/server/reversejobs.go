@@ -122,31 +122,24 @@ func (s *Server) failbackPlanner(job control.Job) ([]orchestrate.StepSpec, error
 	}
 	return []orchestrate.StepSpec{
 		s.publishStep("publish the failback"),
-		{Name: "wait for the master target to stop the replica machine and drain it to the primary site; then fence", Idempotent: true, Retries: 3, Timeout: reverseWait,
-			Run: func(ctx context.Context, r *orchestrate.StepRun) error {
-				return s.waitMachine(ctx, r, p.Machine, func(m control.Machine) (bool, error) {
-					if err := currentReverse(m, p.Reverse); err != nil {
-						return false, err
-					}
-					m, err := s.api.FenceFailback(ctx, p.Machine, p.Failback)
-					switch {
-					case err == nil:
-						d := m.Reverse.Failback.Drain
-						r.SetResult(fmt.Sprintf("replica machine %s, writes refused, drained to the final bookmark at journal sequence %d: no data lost; epoch %d", orDash(d.SourceState), d.BookmarkSeq, m.Epoch))
-						return true, nil
-					case errors.Is(err, api.ErrDrainFailed):
-						return false, orchestrate.Permanent(err)
-					case !errors.Is(err, api.ErrNotFailedBack):
-						return false, err
-					}
-					if d := m.Reverse.Failback.Drain; d != nil {
-						r.Message(fmt.Sprintf("master target: replica machine %s, writes refused %v, final bookmark at journal sequence %d %s", orDash(d.SourceState), d.WritesRefused, d.BookmarkSeq, d.Error))
-					} else {
-						r.Message("the master target has not reported the drain yet")
-					}
-					return false, nil
-				})
-			}},
+		s.drainStep(drainStepSpec{
+			name:    "wait for the master target to stop the replica machine and drain it to the primary site; then fence",
+			machine: p.Machine, who: "master target", source: "replica machine",
+			current: func(m control.Machine) error { return currentReverse(m, p.Reverse) },
+			fence: func(ctx context.Context) (control.Machine, error) {
+				return s.api.FenceFailback(ctx, p.Machine, p.Failback)
+			},
+			report: func(m control.Machine) *control.DrainReport {
+				if m.Reverse == nil || m.Reverse.Failback == nil {
+					return nil
+				}
+				return m.Reverse.Failback.Drain
+			},
+			result: func(m control.Machine, d control.DrainReport) string {
+				return fmt.Sprintf("replica machine %s, writes refused, drained to the final bookmark at journal sequence %d: no data lost; epoch %d", orDash(d.SourceState), d.BookmarkSeq, m.Epoch)
+			},
+			failed: func(_ control.Machine, err error) error { return err },
+		}),
 		s.publishStep("publish the release and the resumption"),
 		{Name: "wait for the primary's disks to be released and the original agent to continue on them", Idempotent: true, Retries: 3, Timeout: reverseWait,
 			Run: func(ctx context.Context, r *orchestrate.StepRun) error {

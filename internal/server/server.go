@@ -347,10 +347,11 @@ func (s *Server) Assess(ctx context.Context) error {
 		prev := s.previous[m.ID]
 		s.previous[m.ID] = m.Replication
 		s.mu.Unlock()
-		in := control.HealthInput{Machine: m, Policy: pol, Agent: byID[m.Agent], Process: byID[m.Process], Target: byID[m.Target], Previous: prev}
+		ag, pr, tg, _ := m.Replicating()
+		in := control.HealthInput{Machine: m, Policy: pol, Agent: byID[ag], Process: byID[pr], Target: byID[tg], Previous: prev}
 		h, reasons := control.AssessHealth(in, now)
 		state := m.State
-		if agent := byID[m.Agent]; agent.ID != "" && now.Sub(agent.HeartbeatAt) > s.o.HeartbeatLost {
+		if agent := byID[ag]; agent.ID != "" && now.Sub(agent.HeartbeatAt) > s.o.HeartbeatLost {
 			if next, err := control.Transition(m.State, control.EventHeartbeatLost); err == nil {
 				state = next
 			}
