@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/standby-dr/standby/internal/control"
@@ -214,10 +215,10 @@ func printMachine(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "          - %s\n", r)
 	}
 	fmt.Fprintf(w, "group     %s\nprocess   %s\ntarget    %s\nepoch     %d\n", orDash(m.Group), orDash(m.Process), orDash(m.Target), m.Epoch)
-	r := m.Replication
+	_, _, _, r := m.Replicating()
 	fmt.Fprintf(w, "replication %s, RPO %.1fs, backlog %d bytes, resync left %d bytes, reported %s\n", orDash(r.State), r.RPOSeconds, r.BacklogBytes, r.ResyncLeft, ago(r.ReportedAt))
 	for _, d := range m.Disks {
-		fmt.Fprintf(w, "disk      %s %d bytes\n", d.Name, d.Size)
+		fmt.Fprintf(w, "disk      %s %d bytes %s\n", d.Name, d.Size, d.Path)
 	}
 	if f := m.Failover; f != nil {
 		rep := f.Report
@@ -232,6 +233,23 @@ func printMachine(w io.Writer, raw json.RawMessage) error {
 			state = "complete"
 		}
 		fmt.Fprintf(w, "hydration %d of %d bytes, %s\n", h.Done, h.Total, state)
+		if rep.Error != "" {
+			fmt.Fprintf(w, "          error: %s\n", rep.Error)
+		}
+		if d := f.Drain; f.Planned && d != nil {
+			fmt.Fprintf(w, "drain     source %s, writes refused %v, final bookmark %d (%s), done %v %s\n", orDash(d.SourceState), d.WritesRefused, d.BookmarkSeq, orDash(d.Label), d.Done, d.Error)
+		}
+	}
+	if rv := m.Reverse; rv != nil {
+		rep := rv.Report
+		fmt.Fprintf(w, "reverse   agent (master target) %s -> process %s -> master target %s, in place over %s; ready %v; %d bytes differed, %d sent\n",
+			rv.Agent, rv.Process, rv.Target, strings.Join(rv.Seed, " "), rep.Ready, rep.ResyncBytes, rep.SentBytes)
+		if rv.Force {
+			fmt.Fprintf(w, "          forced: %d bytes of the old primary's unreplicated writes discarded\n", rv.Unreplicated)
+		}
+		if fb := rv.Failback; fb != nil {
+			fmt.Fprintf(w, "failback  %s, epoch %d, released %v\n", fb.ID, fb.Epoch, rep.Released)
+		}
 		if rep.Error != "" {
 			fmt.Fprintf(w, "          error: %s\n", rep.Error)
 		}
