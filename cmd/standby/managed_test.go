@@ -115,6 +115,35 @@ func (md *managed) run(p *roleProc) {
 	})
 }
 
+// agentProcess is a `standby agent` of a managed deployment.
+type agentProcess struct {
+	p                  *roleProc
+	disk, sock, status string
+}
+
+// startAgent joins and starts an agent (host name host, its files named
+// after file) serving one 32 MiB disk of machine, with extra appended to
+// its configuration.
+func (md *managed) startAgent(machine, host, file, extra string) agentProcess {
+	t := md.t
+	t.Helper()
+	a := agentProcess{disk: filepath.Join(md.dir, machine+".img"), sock: filepath.Join(md.dir, file+".sock"), status: freePort(t)}
+	id := md.join("agent", host, "")
+	f, err := os.Create(a.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(32 << 20)
+	f.WriteAt([]byte(strings.Repeat("standby managed deployment ", 40000)), 1<<20)
+	f.Close()
+	cfg := filepath.Join(md.dir, file+".yaml")
+	writeFile(t, cfg, fmt.Sprintf("machine: %s\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
+		machine, filepath.Join(md.dir, file), a.sock, a.disk, a.status)+md.controlSection(id, "")+extra)
+	a.p = &roleProc{t: t, name: file, args: []string{"agent", "--config", cfg}, ready: a.status}
+	md.run(a.p)
+	return a
+}
+
 // startManaged starts the deployment; tgtExtra is appended to the
 // target's configuration.
 func startManaged(t *testing.T, tgtExtra string) *managed {
@@ -135,22 +164,8 @@ func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
 	psID := md.join("process", "ps1", psAddr)
 	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+md.controlSection(psID, ""))
 	md.run(&roleProc{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus})
-	agentStatus := freePort(t)
-	agentID := md.join("agent", "host1", "")
-	disk := filepath.Join(dir, "web01.img")
-	f, err := os.Create(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(32 << 20)
-	f.WriteAt([]byte(strings.Repeat("standby managed deployment ", 40000)), 1<<20)
-	f.Close()
-	agentSock := filepath.Join(dir, "agent.sock")
-	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("machine: web01\nstate_dir: %s\nlisten:\n  unix: %s\ndisks:\n  - name: vda\n    path: %s\nbookmark_interval: 1s\nstatus: %s\n",
-		filepath.Join(dir, "agent"), agentSock, disk, agentStatus)+md.controlSection(agentID, "")+agentExtra)
-	md.agentP = &roleProc{t: t, name: "agent", args: []string{"agent", "--config", filepath.Join(dir, "agent.yaml")}, ready: agentStatus}
-	md.run(md.agentP)
-	md.disk, md.agentStatus, md.agentSock = disk, agentStatus, agentSock
+	a := md.startAgent("web01", "host1", "agent", agentExtra)
+	md.agentP, md.disk, md.agentStatus, md.agentSock = a.p, a.disk, a.status, a.sock
 	waitCLI(t, srv, "the agent to report web01", func() bool {
 		var ms []control.Machine
 		json.Unmarshal([]byte(srv.cli("machines", "list", "-o", "json")), &ms)

@@ -380,5 +380,10 @@ type PlanMachineReport struct {
 	DataLossSeconds float64   `json:"data_loss_seconds"`
 	// ReadyAt is when the machine ran after the operation.
 	ReadyAt time.Time `json:"ready_at,omitzero"`
-	Result  string    `json:"result,omitempty"`
+	// Job is the machine operation's job.
+	Job    string `json:"job,omitempty"`
+	Result string `json:"result,omitempty"`
 }
+
+// PlanStepSkipped is the state of a step an operator skipped.
+const PlanStepSkipped JobState = "skipped"
