@@ -182,8 +182,9 @@ type Machine struct {
 	writeGen    uint64 // generation of the newest mutation
 	syncedGen   uint64 // newest generation a completed sync made durable
 	failed      error
-	frozen      string // why writes are refused (Freeze); "" when they are not
-	sinceBM     uint64 // records since the last bookmark
+	frozen      string        // why writes are refused (Freeze); "" when they are not
+	hold        chan struct{} // closed when held writes may go on (Hold); nil: not held
+	sinceBM     uint64        // records since the last bookmark
 	lastBM      uint64
 	stats       Stats
 	resyncing   bool
@@ -259,6 +260,16 @@ func (m *Machine) mutate(d *Disk, rec *journal.Record, apply func() error) error
 	off, end := int64(rec.Offset), int64(rec.End())
 	pcrc := journal.PayloadCRC(rec.Data)
 	m.mu.Lock()
+	if m.failed != nil {
+		m.mu.Unlock()
+		return m.failed
+	}
+	for m.hold != nil && m.frozen == "" && m.failed == nil {
+		ch := m.hold
+		m.mu.Unlock()
+		<-ch
+		m.mu.Lock()
+	}
 	if m.failed != nil {
 		m.mu.Unlock()
 		return m.failed
@@ -435,6 +446,49 @@ func (m *Machine) AdoptEpoch(e uint64) error {
 	}
 	m.log.Info("journal continues at a new epoch; the old epoch's records were dropped", "machine", m.st.MachineID, "epoch", e, "from_epoch", old)
 	return nil
+}
+
+// Hold makes writes wait from now on, until Unhold or for at most max:
+// a write journaled before Hold returns is in the journal, and no write
+// is journaled (so none is acknowledged) until the hold ends. Machines
+// that hold together and then bookmark share a consistent cut: the
+// multi-machine consistent points of a recovery plan (a barrier across
+// agents). Holding a held machine extends nothing.
+func (m *Machine) Hold(max time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold != nil {
+		return
+	}
+	ch := make(chan struct{})
+	m.hold = ch
+	time.AfterFunc(max, func() { m.unhold(ch) })
+}
+
+// Unhold ends a Hold; held writes go on.
+func (m *Machine) Unhold() {
+	m.mu.Lock()
+	ch := m.hold
+	m.mu.Unlock()
+	if ch != nil {
+		m.unhold(ch)
+	}
+}
+
+func (m *Machine) unhold(ch chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold == ch {
+		m.hold = nil
+		close(ch)
+	}
+}
+
+// Held says whether writes are held.
+func (m *Machine) Held() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hold != nil
 }
 
 // FrozenError is a write refused because the machine is frozen; it
@@ -751,6 +805,7 @@ func (m *Machine) Stats() Stats {
 // Close stops the loops, makes everything durable, seals the journal and
 // leaves the clean-shutdown mark. Writes after Close fail.
 func (m *Machine) Close(ctx context.Context) error {
+	m.Unhold() // held writes go on, to be refused or finished
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
