@@ -96,6 +96,27 @@ type Store interface {
 	UpdateJob(ctx context.Context, j control.Job) (control.Job, error)
 	ListJobs(ctx context.Context, f JobFilter) ([]control.Job, error)
 
+	// Plans, ordered by name. CreatePlan stores p with Version 1
+	// (ErrExists when the name or ID is taken); UpdatePlan as
+	// UpdateMachine (by ID; ErrConflict on a stale Version); DeletePlan
+	// removes it (ErrNotFound). Groups and drill come back as they went
+	// in, through JSON (an empty list JSON leaves out comes back nil).
+	// A plan's runs outlive it.
+	CreatePlan(ctx context.Context, p control.Plan) (control.Plan, error)
+	GetPlan(ctx context.Context, name string) (control.Plan, error)
+	ListPlans(ctx context.Context) ([]control.Plan, error)
+	UpdatePlan(ctx context.Context, p control.Plan) (control.Plan, error)
+	DeletePlan(ctx context.Context, name string) error
+	// Plan runs (control.PlanRun, keyed by its ID = its job's ID).
+	// CreatePlanRun stores r with Version 1; UpdatePlanRun as
+	// UpdateMachine; ListPlanRuns returns a plan's runs, newest first (by
+	// StartedAt, a run not started yet first; runs started at the same
+	// time, the one created last first), at most limit (0: all).
+	CreatePlanRun(ctx context.Context, r control.PlanRun) (control.PlanRun, error)
+	GetPlanRun(ctx context.Context, id string) (control.PlanRun, error)
+	UpdatePlanRun(ctx context.Context, r control.PlanRun) (control.PlanRun, error)
+	ListPlanRuns(ctx context.Context, plan string, limit int) ([]control.PlanRun, error)
+
 	// Alerts. RaiseAlert creates the active alert with a.Key, or, when one
 	// is active, increments its Count and sets LastSeen, Message and
 	// Severity; it returns the stored alert and whether it is new.

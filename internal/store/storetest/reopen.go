@@ -20,6 +20,8 @@ type snapshot struct {
 	Machs   []control.Machine
 	Points  []control.RecoveryPoint
 	Jobs    []control.Job
+	Plans   []control.Plan
+	Runs    []control.PlanRun
 	Alerts  []control.Alert
 	Audit   []control.AuditEntry
 }
@@ -46,6 +48,10 @@ func take(t *testing.T, s store.Store) snapshot {
 	must(t, "points", err)
 	x.Jobs, err = s.ListJobs(ctx(t), store.JobFilter{})
 	must(t, "jobs", err)
+	x.Plans, err = s.ListPlans(ctx(t))
+	must(t, "plans", err)
+	x.Runs, err = s.ListPlanRuns(ctx(t), "shop", 0)
+	must(t, "plan runs", err)
 	x.Alerts, err = s.ListAlerts(ctx(t), false)
 	must(t, "alerts", err)
 	x.Audit, err = s.ListAudit(ctx(t), 0)
@@ -74,6 +80,16 @@ func fill(t *testing.T, s store.Store) {
 	must(t, "points", s.ReplacePoints(c, "m1", []control.RecoveryPoint{{ID: 1, Seq: 10, Time: at(0), Tags: []string{"x"}}, {ID: 2, Seq: 20, Time: at(time.Second), AppConsistent: true}}))
 	_, err = s.CreateJob(c, sampleJob("j1", 0))
 	must(t, "job", err)
+	p, err := s.CreatePlan(c, samplePlan("p1", "shop"))
+	must(t, "plan", err)
+	_, err = s.UpdatePlan(c, p)
+	must(t, "update plan", err)
+	_, err = s.CreatePlan(c, control.Plan{ID: "p2", Name: "bare", Groups: []control.PlanGroup{{Name: "g", Machines: []string{"m1"}}}})
+	must(t, "plan", err)
+	_, err = s.CreatePlanRun(c, samplePlanRun("r1", "shop", 0))
+	must(t, "plan run", err)
+	_, err = s.CreatePlanRun(c, samplePlanRun("r2", "shop", 0))
+	must(t, "plan run", err)
 	_, _, err = s.RaiseAlert(c, control.Alert{Key: "rpo/m1", Machine: "m1", Severity: control.SeverityWarning, Message: "late", RaisedAt: at(0)})
 	must(t, "alert", err)
 	_, _, err = s.RaiseAlert(c, control.Alert{Key: "rpo/m1", LastSeen: at(time.Second)})

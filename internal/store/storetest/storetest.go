@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	var tests []test
 	tests = append(tests, inventoryTests...)
 	tests = append(tests, machineTests...)
+	tests = append(tests, planTests...)
 	tests = append(tests, eventTests...)
 	tests = append(tests, concurrencyTests...)
 	for _, tc := range tests {
