@@ -31,7 +31,7 @@ type serverProc struct {
 func startServerProc(t *testing.T, dir, addr string) *serverProc {
 	t.Helper()
 	cfg := filepath.Join(dir, "server.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\ndata_dir: %s\nhosts: [127.0.0.1, localhost]\n", addr, filepath.Join(dir, "data"))), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\ndata_dir: %s\nhosts: [127.0.0.1, localhost]\nconsistency_interval: 2s\n", addr, filepath.Join(dir, "data"))), 0o644)
 	p := &serverProc{t: t, dir: dir, addr: addr, log: &bytes.Buffer{}}
 	p.cmd = exec.Command(standbyBin, "server", "--config", cfg)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log

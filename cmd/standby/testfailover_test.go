@@ -220,7 +220,13 @@ driver:
 // master target's status listener.
 func pointBytes(t *testing.T, status string, id uint64, off int64, n int) []byte {
 	t.Helper()
-	req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/machines/web01/points/%d/disks/0", status, id), nil)
+	return machinePointBytes(t, status, "web01", id, off, n)
+}
+
+// machinePointBytes is pointBytes of machine's point.
+func machinePointBytes(t *testing.T, status, machine string, id uint64, off int64, n int) []byte {
+	t.Helper()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/machines/%s/points/%d/disks/0", status, machine, id), nil)
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+int64(n)-1))
 	resp, err := http.DefaultClient.Do(req.WithContext(t.Context()))
 	if err != nil {

@@ -108,6 +108,7 @@ type controller struct {
 	reported string              // the replication state last reported
 
 	drain   drainer       // planned failovers (drain.go)
+	barrier barrier       // consistency barriers (barrier.go)
 	running bool          // run started: apply may start drains (guarded by mu)
 	kick    chan struct{} // reportSoon: report now
 }
@@ -130,7 +131,7 @@ func newController(a *Agent, cfg ControlConfig) (*controller, error) {
 	every, _ := cfg.heartbeat()
 	c := &controller{a: a, cfg: cfg, every: every, comp: comp, log: a.log.With("server", cfg.Server),
 		path: filepath.Join(a.cfg.StateDir, desiredFile), kick: make(chan struct{}, 1)}
-	c.drain.c = c
+	c.drain.c, c.barrier.c = c, c
 	c.st = ControlStatus{Server: cfg.Server, Identity: l.Identity.String()}
 	d, err := c.load()
 	if err != nil {
@@ -308,7 +309,7 @@ func (c *controller) report() api.AgentReport {
 		LastPointAt:  c.a.ship.appliedAt(),
 		Epoch:        cs.Epoch,
 	}
-	r.Drain = c.drain.report()
+	r.Drain, r.Barrier = c.drain.report(), c.barrier.report()
 	return r
 }
 
@@ -420,6 +421,11 @@ func (c *controller) apply(d *api.DesiredMachine, save bool) {
 			want = d.Drain
 		}
 		c.drain.set(want)
+		var bar *api.DesiredBarrier
+		if d != nil && d.Process != nil {
+			bar = d.Barrier
+		}
+		c.barrier.set(bar)
 		if resumed {
 			go c.drain.startSource(context.Background())
 			c.reportSoon()

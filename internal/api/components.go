@@ -58,6 +58,9 @@ type AgentReport struct {
 	Replication control.ReplicationReport `json:"replication"`
 	// Drain is the agent's part of a planned failover (DesiredDrain).
 	Drain *control.DrainReport `json:"drain,omitempty"`
+	// Barrier is the agent's part of a consistency barrier
+	// (consistency.go).
+	Barrier *control.BarrierReport `json:"barrier,omitempty"`
 }
 
 func (s *Server) agentReport(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -139,6 +142,10 @@ func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Ma
 		}
 		if drained {
 			s.desired.notify() // wakes the planned-failover job
+		}
+		if req.Barrier != nil {
+			s.barriers.report(m.ID, req.Barrier)
+			s.desired.notify() // wakes the barrier round
 		}
 		return m, nil
 	}

@@ -171,7 +171,7 @@ func (c componentService) Heartbeat(ctx context.Context, req *pb.HeartbeatReques
 }
 
 func (c componentService) ReportMachine(ctx context.Context, req *pb.ReportMachineRequest) (*pb.ReportMachineResponse, error) {
-	m, err := c.s.reportMachine(ctx, AgentReport{ID: req.GetId(), Name: req.GetName(), Disks: pb.ToDisks(req.GetDisks()), Replication: pb.ToReplication(req.GetReplication()), Drain: pb.ToDrainReport(req.GetDrain())})
+	m, err := c.s.reportMachine(ctx, AgentReport{ID: req.GetId(), Name: req.GetName(), Disks: pb.ToDisks(req.GetDisks()), Replication: pb.ToReplication(req.GetReplication()), Drain: pb.ToDrainReport(req.GetDrain()), Barrier: pb.ToBarrierReport(req.GetBarrier())})
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func DesiredToPB(d Desired) *pb.Desired {
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
 			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover), Drain: drainToPB(m.Drain),
-			Ship: shipToPB(m.Ship), Receive: receiveToPB(m.Receive), Resume: resumeToPB(m.Resume)}
+			Ship: shipToPB(m.Ship), Receive: receiveToPB(m.Receive), Resume: resumeToPB(m.Resume), Barrier: barrierToPB(m.Barrier)}
 	}
 	return out
 }
@@ -265,7 +265,7 @@ func DesiredFromPB(d *pb.Desired) Desired {
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
 			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover()), Drain: drainFromPB(m.GetDrain()),
-			Ship: shipFromPB(m.GetShip()), Receive: receiveFromPB(m.GetReceive()), Resume: resumeFromPB(m.GetResume())}
+			Ship: shipFromPB(m.GetShip()), Receive: receiveFromPB(m.GetReceive()), Resume: resumeFromPB(m.GetResume()), Barrier: barrierFromPB(m.GetBarrier())}
 	}
 	return out
 }

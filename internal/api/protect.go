@@ -237,6 +237,9 @@ type DesiredMachine struct {
 	// Receive makes one its receiver (master targets'; reverse.go).
 	Ship    *DesiredShip    `json:"ship,omitempty"`
 	Receive *DesiredReceive `json:"receive,omitempty"`
+	// Barrier is a consistency barrier the agent takes part in
+	// (consistency.go).
+	Barrier *DesiredBarrier `json:"barrier,omitempty"`
 }
 
 // Endpoint is a server a component connects to: its address and the
@@ -315,6 +318,7 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 				dm.Process, err = endpoint(m.Process)
 			}
 			dm.Drain, dm.Resume = desiredDrain(m), desiredResume(m)
+			dm.Barrier = s.barriers.desired(m.ID)
 		case control.RoleProcess:
 			if rev != nil {
 				dm.Target, err = endpoint(rev.Target)

@@ -59,6 +59,8 @@ type Server struct {
 	desired notifier
 	// revoked wakes desired-state watches when a server is revoked.
 	revoked notifier
+	// barriers are the consistency barriers in progress (consistency.go).
+	barriers barrierSet
 	// grpc serves the components' calls (grpc.go).
 	grpc *grpc.Server
 }

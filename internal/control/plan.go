@@ -385,5 +385,15 @@ type PlanMachineReport struct {
 	Result string `json:"result,omitempty"`
 }
 
+// BarrierReport is an agent's part of a multi-machine consistency
+// barrier (internal/api/consistency.go): it holds writes, then bookmarks.
+type BarrierReport struct {
+	ID    string `json:"id"`
+	Held  bool   `json:"held,omitempty"`
+	Done  bool   `json:"done,omitempty"` // bookmarked (Seq) and released
+	Seq   uint64 `json:"seq,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
 // PlanStepSkipped is the state of a step an operator skipped.
 const PlanStepSkipped JobState = "skipped"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"time"
 	"path/filepath"
 
 	"github.com/standby-dr/standby/internal/config"
@@ -33,11 +34,15 @@ type Config struct {
 	// Status is an optional plain-HTTP listener for Prometheus /metrics.
 	Status   string `yaml:"status,omitempty"`
 	LogLevel string `yaml:"log_level"`
+	// ConsistencyInterval is how often the machines of each recovery plan
+	// bookmark together at a barrier (multi-machine consistent points;
+	// 1s..1h), or "off".
+	ConsistencyInterval string `yaml:"consistency_interval"`
 }
 
 // Defaults returns the defaulted fields.
 func Defaults() Config {
-	return Config{Hosts: []string{"localhost", "127.0.0.1"}, CertValidity: "720h", LogLevel: "info"}
+	return Config{Hosts: []string{"localhost", "127.0.0.1"}, CertValidity: "720h", LogLevel: "info", ConsistencyInterval: "30s"}
 }
 
 // LoadConfig reads a YAML file over the defaults; unknown fields are errors.
@@ -83,8 +88,26 @@ func (c *Config) Validate() error {
 			bad("alert_webhook: %q is not an http(s) URL", c.AlertWebhook)
 		}
 	}
+	if _, err := c.consistencyInterval(); err != nil {
+		bad("consistency_interval: %v", err)
+	}
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// consistencyInterval is ConsistencyInterval; 0 for off.
+func (c *Config) consistencyInterval() (time.Duration, error) {
+	switch c.ConsistencyInterval {
+	case "off":
+		return 0, nil
+	case "":
+		return 30 * time.Second, nil
+	}
+	d, err := time.ParseDuration(c.ConsistencyInterval)
+	if err != nil || d < time.Second || d > time.Hour {
+		return 0, fmt.Errorf("%q: a duration of 1s..1h, or off", c.ConsistencyInterval)
+	}
+	return d, nil
 }

@@ -283,6 +283,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer ss.Close()
 	}
 	go s.assessLoop(ctx)
+	if every, _ := s.o.Config.consistencyInterval(); every > 0 {
+		go s.consistencyLoop(ctx, every)
+	}
 	s.o.Log.Info("configuration server listening", "addr", ln.Addr().String(), "store", redact(s.o.Config.StoreURL()))
 	select {
 	case <-ctx.Done():

@@ -92,7 +92,7 @@ func (c *Component) Heartbeat(ctx context.Context, h api.HeartbeatRequest) error
 func (c *Component) Report(ctx context.Context, r api.AgentReport) (control.Machine, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	rsp, err := c.rpc.ReportMachine(ctx, &pb.ReportMachineRequest{Id: r.ID, Name: r.Name, Disks: pb.FromDisks(r.Disks), Replication: pb.FromReplication(r.Replication), Drain: pb.FromDrainReport(r.Drain)})
+	rsp, err := c.rpc.ReportMachine(ctx, &pb.ReportMachineRequest{Id: r.ID, Name: r.Name, Disks: pb.FromDisks(r.Disks), Replication: pb.FromReplication(r.Replication), Drain: pb.FromDrainReport(r.Drain), Barrier: pb.FromBarrierReport(r.Barrier)})
 	if err != nil {
 		return control.Machine{}, callError("report machine", err)
 	}

@@ -358,7 +358,8 @@ type ReportMachineRequest struct {
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // unique across the deployment
 	Disks         []*Disk                `protobuf:"bytes,3,rep,name=disks,proto3" json:"disks,omitempty"`
 	Replication   *Replication           `protobuf:"bytes,4,opt,name=replication,proto3" json:"replication,omitempty"`
-	Drain         *DrainReport           `protobuf:"bytes,5,opt,name=drain,proto3" json:"drain,omitempty"` // a planned failover's drain, while one is wanted
+	Drain         *DrainReport           `protobuf:"bytes,5,opt,name=drain,proto3" json:"drain,omitempty"`     // a planned failover's drain, while one is wanted
+	Barrier       *BarrierReport         `protobuf:"bytes,6,opt,name=barrier,proto3" json:"barrier,omitempty"` // a consistency barrier's, while one is wanted
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -424,6 +425,13 @@ func (x *ReportMachineRequest) GetReplication() *Replication {
 func (x *ReportMachineRequest) GetDrain() *DrainReport {
 	if x != nil {
 		return x.Drain
+	}
+	return nil
+}
+
+func (x *ReportMachineRequest) GetBarrier() *BarrierReport {
+	if x != nil {
+		return x.Barrier
 	}
 	return nil
 }
@@ -1175,6 +1183,7 @@ type DesiredMachine struct {
 	Ship          *DesiredShip           `protobuf:"bytes,10,opt,name=ship,proto3" json:"ship,omitempty"`        // master targets: be the agent of the reverse direction
 	Receive       *DesiredReceive        `protobuf:"bytes,11,opt,name=receive,proto3" json:"receive,omitempty"`  // master targets: receive the reverse direction in place
 	Resume        *DesiredResume         `protobuf:"bytes,12,opt,name=resume,proto3" json:"resume,omitempty"`    // agents: continue at a new epoch after a failback
+	Barrier       *DesiredBarrier        `protobuf:"bytes,13,opt,name=barrier,proto3" json:"barrier,omitempty"`  // agents: a multi-machine consistency barrier
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1293,6 +1302,144 @@ func (x *DesiredMachine) GetResume() *DesiredResume {
 	return nil
 }
 
+func (x *DesiredMachine) GetBarrier() *DesiredBarrier {
+	if x != nil {
+		return x.Barrier
+	}
+	return nil
+}
+
+// DesiredBarrier: hold writes (phase hold), then bookmark with the id as
+// the label and release (phase bookmark).
+type DesiredBarrier struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredBarrier) Reset() {
+	*x = DesiredBarrier{}
+	mi := &file_components_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredBarrier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredBarrier) ProtoMessage() {}
+
+func (x *DesiredBarrier) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredBarrier.ProtoReflect.Descriptor instead.
+func (*DesiredBarrier) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DesiredBarrier) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredBarrier) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+// BarrierReport: an agent's part of a barrier.
+type BarrierReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Held          bool                   `protobuf:"varint,2,opt,name=held,proto3" json:"held,omitempty"`
+	Done          bool                   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	Seq           uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BarrierReport) Reset() {
+	*x = BarrierReport{}
+	mi := &file_components_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BarrierReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BarrierReport) ProtoMessage() {}
+
+func (x *BarrierReport) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BarrierReport.ProtoReflect.Descriptor instead.
+func (*BarrierReport) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BarrierReport) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BarrierReport) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+func (x *BarrierReport) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *BarrierReport) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *BarrierReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // DesiredShip: the master target that failed the machine over captures
 // its replica machine's writes and ships them to process (reverse
 // replication); with failback set, it stops the replica machine, refuses
@@ -1309,7 +1456,7 @@ type DesiredShip struct {
 
 func (x *DesiredShip) Reset() {
 	*x = DesiredShip{}
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1468,7 @@ func (x *DesiredShip) String() string {
 func (*DesiredShip) ProtoMessage() {}
 
 func (x *DesiredShip) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[17]
+	mi := &file_components_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1481,7 @@ func (x *DesiredShip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredShip.ProtoReflect.Descriptor instead.
 func (*DesiredShip) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{17}
+	return file_components_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DesiredShip) GetId() string {
@@ -1380,7 +1527,7 @@ type DesiredReceive struct {
 
 func (x *DesiredReceive) Reset() {
 	*x = DesiredReceive{}
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1539,7 @@ func (x *DesiredReceive) String() string {
 func (*DesiredReceive) ProtoMessage() {}
 
 func (x *DesiredReceive) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[18]
+	mi := &file_components_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1552,7 @@ func (x *DesiredReceive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredReceive.ProtoReflect.Descriptor instead.
 func (*DesiredReceive) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{18}
+	return file_components_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DesiredReceive) GetId() string {
@@ -1448,7 +1595,7 @@ type DesiredResume struct {
 
 func (x *DesiredResume) Reset() {
 	*x = DesiredResume{}
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1607,7 @@ func (x *DesiredResume) String() string {
 func (*DesiredResume) ProtoMessage() {}
 
 func (x *DesiredResume) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[19]
+	mi := &file_components_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1620,7 @@ func (x *DesiredResume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredResume.ProtoReflect.Descriptor instead.
 func (*DesiredResume) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{19}
+	return file_components_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DesiredResume) GetEpoch() uint64 {
@@ -1497,7 +1644,7 @@ type DesiredDrain struct {
 
 func (x *DesiredDrain) Reset() {
 	*x = DesiredDrain{}
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1656,7 @@ func (x *DesiredDrain) String() string {
 func (*DesiredDrain) ProtoMessage() {}
 
 func (x *DesiredDrain) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[20]
+	mi := &file_components_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1669,7 @@ func (x *DesiredDrain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredDrain.ProtoReflect.Descriptor instead.
 func (*DesiredDrain) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{20}
+	return file_components_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DesiredDrain) GetId() string {
@@ -1556,7 +1703,7 @@ type DesiredFailover struct {
 
 func (x *DesiredFailover) Reset() {
 	*x = DesiredFailover{}
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1715,7 @@ func (x *DesiredFailover) String() string {
 func (*DesiredFailover) ProtoMessage() {}
 
 func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[21]
+	mi := &file_components_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1728,7 @@ func (x *DesiredFailover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredFailover.ProtoReflect.Descriptor instead.
 func (*DesiredFailover) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{21}
+	return file_components_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DesiredFailover) GetId() string {
@@ -1639,7 +1786,7 @@ type ReplicaSpec struct {
 
 func (x *ReplicaSpec) Reset() {
 	*x = ReplicaSpec{}
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1798,7 @@ func (x *ReplicaSpec) String() string {
 func (*ReplicaSpec) ProtoMessage() {}
 
 func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[22]
+	mi := &file_components_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1811,7 @@ func (x *ReplicaSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpec.ProtoReflect.Descriptor instead.
 func (*ReplicaSpec) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{22}
+	return file_components_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReplicaSpec) GetName() string {
@@ -1702,7 +1849,7 @@ type DesiredTest struct {
 
 func (x *DesiredTest) Reset() {
 	*x = DesiredTest{}
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1861,7 @@ func (x *DesiredTest) String() string {
 func (*DesiredTest) ProtoMessage() {}
 
 func (x *DesiredTest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[23]
+	mi := &file_components_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1874,7 @@ func (x *DesiredTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredTest.ProtoReflect.Descriptor instead.
 func (*DesiredTest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{23}
+	return file_components_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DesiredTest) GetId() string {
@@ -1775,7 +1922,7 @@ type TestReport struct {
 
 func (x *TestReport) Reset() {
 	*x = TestReport{}
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1934,7 @@ func (x *TestReport) String() string {
 func (*TestReport) ProtoMessage() {}
 
 func (x *TestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[24]
+	mi := &file_components_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1947,7 @@ func (x *TestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestReport.ProtoReflect.Descriptor instead.
 func (*TestReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{24}
+	return file_components_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TestReport) GetPhase() string {
@@ -1875,7 +2022,7 @@ type Hydration struct {
 
 func (x *Hydration) Reset() {
 	*x = Hydration{}
-	mi := &file_components_proto_msgTypes[25]
+	mi := &file_components_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2034,7 @@ func (x *Hydration) String() string {
 func (*Hydration) ProtoMessage() {}
 
 func (x *Hydration) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[25]
+	mi := &file_components_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2047,7 @@ func (x *Hydration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hydration.ProtoReflect.Descriptor instead.
 func (*Hydration) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{25}
+	return file_components_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Hydration) GetDone() int64 {
@@ -1965,7 +2112,7 @@ type FailoverReport struct {
 
 func (x *FailoverReport) Reset() {
 	*x = FailoverReport{}
-	mi := &file_components_proto_msgTypes[26]
+	mi := &file_components_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2124,7 @@ func (x *FailoverReport) String() string {
 func (*FailoverReport) ProtoMessage() {}
 
 func (x *FailoverReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[26]
+	mi := &file_components_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2137,7 @@ func (x *FailoverReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverReport.ProtoReflect.Descriptor instead.
 func (*FailoverReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{26}
+	return file_components_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FailoverReport) GetPhase() string {
@@ -2087,7 +2234,7 @@ type ReportRecoveryRequest struct {
 
 func (x *ReportRecoveryRequest) Reset() {
 	*x = ReportRecoveryRequest{}
-	mi := &file_components_proto_msgTypes[27]
+	mi := &file_components_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2246,7 @@ func (x *ReportRecoveryRequest) String() string {
 func (*ReportRecoveryRequest) ProtoMessage() {}
 
 func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[27]
+	mi := &file_components_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2259,7 @@ func (x *ReportRecoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryRequest) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{27}
+	return file_components_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportRecoveryRequest) GetMachine() string {
@@ -2181,7 +2328,7 @@ type ReverseReport struct {
 
 func (x *ReverseReport) Reset() {
 	*x = ReverseReport{}
-	mi := &file_components_proto_msgTypes[28]
+	mi := &file_components_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2340,7 @@ func (x *ReverseReport) String() string {
 func (*ReverseReport) ProtoMessage() {}
 
 func (x *ReverseReport) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[28]
+	mi := &file_components_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2353,7 @@ func (x *ReverseReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReverseReport.ProtoReflect.Descriptor instead.
 func (*ReverseReport) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{28}
+	return file_components_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReverseReport) GetReady() bool {
@@ -2273,7 +2420,7 @@ type ReportRecoveryResponse struct {
 
 func (x *ReportRecoveryResponse) Reset() {
 	*x = ReportRecoveryResponse{}
-	mi := &file_components_proto_msgTypes[29]
+	mi := &file_components_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2432,7 @@ func (x *ReportRecoveryResponse) String() string {
 func (*ReportRecoveryResponse) ProtoMessage() {}
 
 func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[29]
+	mi := &file_components_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2445,7 @@ func (x *ReportRecoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRecoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportRecoveryResponse) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{29}
+	return file_components_proto_rawDescGZIP(), []int{31}
 }
 
 // Desired is a component's desired state; version is a hash of the
@@ -2313,7 +2460,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_components_proto_msgTypes[30]
+	mi := &file_components_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2472,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_components_proto_msgTypes[30]
+	mi := &file_components_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2485,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_components_proto_rawDescGZIP(), []int{30}
+	return file_components_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Desired) GetVersion() string {
@@ -2387,13 +2534,14 @@ const file_components_proto_rawDesc = "" +
 	"reportedAt\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\b \x01(\tR\tlastError\x12\x14\n" +
-	"\x05epoch\x18\t \x01(\x04R\x05epoch\"\xe4\x01\n" +
+	"\x05epoch\x18\t \x01(\x04R\x05epoch\"\xa1\x02\n" +
 	"\x14ReportMachineRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
 	"\x05disks\x18\x03 \x03(\v2\x18.standby.control.v1.DiskR\x05disks\x12A\n" +
 	"\vreplication\x18\x04 \x01(\v2\x1f.standby.control.v1.ReplicationR\vreplication\x125\n" +
-	"\x05drain\x18\x05 \x01(\v2\x1f.standby.control.v1.DrainReportR\x05drain\"\xf1\x01\n" +
+	"\x05drain\x18\x05 \x01(\v2\x1f.standby.control.v1.DrainReportR\x05drain\x12;\n" +
+	"\abarrier\x18\x06 \x01(\v2!.standby.control.v1.BarrierReportR\abarrier\"\xf1\x01\n" +
 	"\vDrainReport\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x0esource_stopped\x18\x02 \x01(\bR\rsourceStopped\x12!\n" +
@@ -2451,7 +2599,7 @@ const file_components_proto_rawDesc = "" +
 	"\x0fbandwidth_limit\x18\a \x01(\x03R\x0ebandwidthLimit\"4\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc8\x04\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x86\x05\n" +
 	"\x0eDesiredMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2465,7 +2613,17 @@ const file_components_proto_rawDesc = "" +
 	"\x04ship\x18\n" +
 	" \x01(\v2\x1f.standby.control.v1.DesiredShipR\x04ship\x12<\n" +
 	"\areceive\x18\v \x01(\v2\".standby.control.v1.DesiredReceiveR\areceive\x129\n" +
-	"\x06resume\x18\f \x01(\v2!.standby.control.v1.DesiredResumeR\x06resume\"\x87\x01\n" +
+	"\x06resume\x18\f \x01(\v2!.standby.control.v1.DesiredResumeR\x06resume\x12<\n" +
+	"\abarrier\x18\r \x01(\v2\".standby.control.v1.DesiredBarrierR\abarrier\"6\n" +
+	"\x0eDesiredBarrier\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\"o\n" +
+	"\rBarrierReport\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04held\x18\x02 \x01(\bR\x04held\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x87\x01\n" +
 	"\vDesiredShip\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
 	"\aprocess\x18\x02 \x01(\v2\x1c.standby.control.v1.EndpointR\aprocess\x12\x14\n" +
@@ -2577,7 +2735,7 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_components_proto_goTypes = []any{
 	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
 	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
@@ -2596,83 +2754,87 @@ var file_components_proto_goTypes = []any{
 	(*Policy)(nil),                 // 14: standby.control.v1.Policy
 	(*Endpoint)(nil),               // 15: standby.control.v1.Endpoint
 	(*DesiredMachine)(nil),         // 16: standby.control.v1.DesiredMachine
-	(*DesiredShip)(nil),            // 17: standby.control.v1.DesiredShip
-	(*DesiredReceive)(nil),         // 18: standby.control.v1.DesiredReceive
-	(*DesiredResume)(nil),          // 19: standby.control.v1.DesiredResume
-	(*DesiredDrain)(nil),           // 20: standby.control.v1.DesiredDrain
-	(*DesiredFailover)(nil),        // 21: standby.control.v1.DesiredFailover
-	(*ReplicaSpec)(nil),            // 22: standby.control.v1.ReplicaSpec
-	(*DesiredTest)(nil),            // 23: standby.control.v1.DesiredTest
-	(*TestReport)(nil),             // 24: standby.control.v1.TestReport
-	(*Hydration)(nil),              // 25: standby.control.v1.Hydration
-	(*FailoverReport)(nil),         // 26: standby.control.v1.FailoverReport
-	(*ReportRecoveryRequest)(nil),  // 27: standby.control.v1.ReportRecoveryRequest
-	(*ReverseReport)(nil),          // 28: standby.control.v1.ReverseReport
-	(*ReportRecoveryResponse)(nil), // 29: standby.control.v1.ReportRecoveryResponse
-	(*Desired)(nil),                // 30: standby.control.v1.Desired
-	nil,                            // 31: standby.control.v1.DesiredFailover.NetworkEntry
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 33: google.protobuf.Duration
+	(*DesiredBarrier)(nil),         // 17: standby.control.v1.DesiredBarrier
+	(*BarrierReport)(nil),          // 18: standby.control.v1.BarrierReport
+	(*DesiredShip)(nil),            // 19: standby.control.v1.DesiredShip
+	(*DesiredReceive)(nil),         // 20: standby.control.v1.DesiredReceive
+	(*DesiredResume)(nil),          // 21: standby.control.v1.DesiredResume
+	(*DesiredDrain)(nil),           // 22: standby.control.v1.DesiredDrain
+	(*DesiredFailover)(nil),        // 23: standby.control.v1.DesiredFailover
+	(*ReplicaSpec)(nil),            // 24: standby.control.v1.ReplicaSpec
+	(*DesiredTest)(nil),            // 25: standby.control.v1.DesiredTest
+	(*TestReport)(nil),             // 26: standby.control.v1.TestReport
+	(*Hydration)(nil),              // 27: standby.control.v1.Hydration
+	(*FailoverReport)(nil),         // 28: standby.control.v1.FailoverReport
+	(*ReportRecoveryRequest)(nil),  // 29: standby.control.v1.ReportRecoveryRequest
+	(*ReverseReport)(nil),          // 30: standby.control.v1.ReverseReport
+	(*ReportRecoveryResponse)(nil), // 31: standby.control.v1.ReportRecoveryResponse
+	(*Desired)(nil),                // 32: standby.control.v1.Desired
+	nil,                            // 33: standby.control.v1.DesiredFailover.NetworkEntry
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	32, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	32, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	34, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	34, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
 	6,  // 5: standby.control.v1.ReportMachineRequest.drain:type_name -> standby.control.v1.DrainReport
-	3,  // 6: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
-	4,  // 7: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	32, // 8: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	32, // 10: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
-	9,  // 11: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	33, // 12: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	33, // 13: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	33, // 14: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	33, // 15: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
-	13, // 16: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	33, // 17: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	32, // 18: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
-	14, // 19: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
-	15, // 20: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
-	15, // 21: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
-	23, // 22: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
-	21, // 23: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
-	20, // 24: standby.control.v1.DesiredMachine.drain:type_name -> standby.control.v1.DesiredDrain
-	17, // 25: standby.control.v1.DesiredMachine.ship:type_name -> standby.control.v1.DesiredShip
-	18, // 26: standby.control.v1.DesiredMachine.receive:type_name -> standby.control.v1.DesiredReceive
-	19, // 27: standby.control.v1.DesiredMachine.resume:type_name -> standby.control.v1.DesiredResume
-	15, // 28: standby.control.v1.DesiredShip.process:type_name -> standby.control.v1.Endpoint
-	3,  // 29: standby.control.v1.DesiredReceive.disks:type_name -> standby.control.v1.Disk
-	22, // 30: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
-	31, // 31: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
-	22, // 32: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	32, // 33: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	32, // 34: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
-	32, // 35: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
-	25, // 36: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
-	24, // 37: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
-	26, // 38: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
-	28, // 39: standby.control.v1.ReportRecoveryRequest.reverse:type_name -> standby.control.v1.ReverseReport
-	4,  // 40: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
-	6,  // 41: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
-	16, // 42: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 43: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 44: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	10, // 45: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	12, // 46: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	27, // 47: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 48: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	8,  // 49: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	11, // 50: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	30, // 51: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	29, // 52: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	48, // [48:53] is the sub-list for method output_type
-	43, // [43:48] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	18, // 6: standby.control.v1.ReportMachineRequest.barrier:type_name -> standby.control.v1.BarrierReport
+	3,  // 7: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
+	4,  // 8: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
+	34, // 9: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 10: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
+	34, // 11: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	9,  // 12: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
+	35, // 13: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	35, // 14: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	35, // 15: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	35, // 16: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	13, // 17: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
+	35, // 18: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	34, // 19: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	14, // 20: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
+	15, // 21: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
+	15, // 22: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
+	25, // 23: standby.control.v1.DesiredMachine.test:type_name -> standby.control.v1.DesiredTest
+	23, // 24: standby.control.v1.DesiredMachine.failover:type_name -> standby.control.v1.DesiredFailover
+	22, // 25: standby.control.v1.DesiredMachine.drain:type_name -> standby.control.v1.DesiredDrain
+	19, // 26: standby.control.v1.DesiredMachine.ship:type_name -> standby.control.v1.DesiredShip
+	20, // 27: standby.control.v1.DesiredMachine.receive:type_name -> standby.control.v1.DesiredReceive
+	21, // 28: standby.control.v1.DesiredMachine.resume:type_name -> standby.control.v1.DesiredResume
+	17, // 29: standby.control.v1.DesiredMachine.barrier:type_name -> standby.control.v1.DesiredBarrier
+	15, // 30: standby.control.v1.DesiredShip.process:type_name -> standby.control.v1.Endpoint
+	3,  // 31: standby.control.v1.DesiredReceive.disks:type_name -> standby.control.v1.Disk
+	24, // 32: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
+	33, // 33: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	24, // 34: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
+	34, // 35: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	34, // 36: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	34, // 37: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	27, // 38: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
+	26, // 39: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
+	28, // 40: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
+	30, // 41: standby.control.v1.ReportRecoveryRequest.reverse:type_name -> standby.control.v1.ReverseReport
+	4,  // 42: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
+	6,  // 43: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
+	16, // 44: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
+	1,  // 45: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 46: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	10, // 47: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	12, // 48: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	29, // 49: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	2,  // 50: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	8,  // 51: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	11, // 52: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	32, // 53: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	31, // 54: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	50, // [50:55] is the sub-list for method output_type
+	45, // [45:50] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -2686,7 +2848,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

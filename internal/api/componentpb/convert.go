@@ -222,3 +222,19 @@ func ToReverseReport(r *ReverseReport) *control.ReverseReport {
 	return &control.ReverseReport{Ready: r.GetReady(), Seeded: r.GetSeeded(), Replication: ToReplication(r.GetReplication()), SentBytes: r.GetSentBytes(),
 		ResyncBytes: r.GetResyncBytes(), Released: r.GetReleased(), Error: r.GetError(), Drain: ToDrainReport(r.GetDrain())}
 }
+
+// FromBarrierReport maps an agent's barrier report; nil stays nil.
+func FromBarrierReport(r *control.BarrierReport) *BarrierReport {
+	if r == nil {
+		return nil
+	}
+	return &BarrierReport{Id: r.ID, Held: r.Held, Done: r.Done, Seq: r.Seq, Error: r.Error}
+}
+
+// ToBarrierReport maps a barrier report message back; nil stays nil.
+func ToBarrierReport(r *BarrierReport) *control.BarrierReport {
+	if r == nil {
+		return nil
+	}
+	return &control.BarrierReport{ID: r.GetId(), Held: r.GetHeld(), Done: r.GetDone(), Seq: r.GetSeq(), Error: r.GetError()}
+}
