@@ -57,3 +57,19 @@ func (n notifyingStore) UpdateMachine(ctx context.Context, m control.Machine) (c
 	}
 	return m, err
 }
+
+func (n notifyingStore) UpdateJob(ctx context.Context, j control.Job) (control.Job, error) {
+	j, err := n.Store.UpdateJob(ctx, j)
+	if err == nil {
+		n.c.notify() // a plan run waits for its machines' jobs
+	}
+	return j, err
+}
+
+func (n notifyingStore) UpdatePlanRun(ctx context.Context, r control.PlanRun) (control.PlanRun, error) {
+	r, err := n.Store.UpdatePlanRun(ctx, r)
+	if err == nil {
+		n.c.notify() // an operator answered a manual step
+	}
+	return r, err
+}

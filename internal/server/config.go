@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"time"
 	"path/filepath"
+	"time"
 
 	"github.com/standby-dr/standby/internal/config"
 )

@@ -176,6 +176,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		api.JobPlannedFailover: orchestrate.PlannerFunc(s.plannedFailoverPlanner),
 		api.JobReprotect:       orchestrate.PlannerFunc(s.reprotectPlanner),
 		api.JobFailback:        orchestrate.PlannerFunc(s.failbackPlanner),
+		api.JobPlanRun:         orchestrate.PlannerFunc(s.planRunPlanner),
 		api.JobTestCleanup:     orchestrate.PlannerFunc(s.testCleanupPlanner),
 	}}
 	regHandler := s.reg.Handler()
