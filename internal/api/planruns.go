@@ -96,6 +96,14 @@ func (s *Server) planRun(w http.ResponseWriter, r *http.Request) (any, error) {
 	return s.submitPlanRun(ctx, params)
 }
 
+// StartPlanRun submits a run of params' plan (the scheduled drills).
+func (s *Server) StartPlanRun(ctx context.Context, params PlanRunParams) (control.PlanRun, error) {
+	// The audit names the run's asker (params.By) as a user would be.
+	ctx = context.WithValue(ctx, principalKey{}, principal{user: &control.User{Name: params.By}})
+	r, err := s.submitPlanRun(ctx, params)
+	return r.Run, err
+}
+
 func (s *Server) submitPlanRun(ctx context.Context, params PlanRunParams) (planRunResponse, error) {
 	if s.o.Jobs == nil {
 		return planRunResponse{}, errorf(http.StatusNotImplemented, "this server runs no jobs")
@@ -139,17 +147,29 @@ func (s *Server) EnsurePlanRun(ctx context.Context, job control.Job, p PlanRunPa
 // PlanSteps are a run's steps, in order: per group (in reverse for a
 // cleanup or a failback), its before actions, the operation on its
 // machines, its after actions. Actions limited to other operations are
-// left out.
+// left out. A drill is a test failover of every group, the probes, and
+// the cleanup of every group in reverse.
 func PlanSteps(p PlanRunParams) []control.PlanStepReport {
+	if p.Operation == control.PlanDrill {
+		out := planPhase(p.Plan, control.PlanTestFailover, control.PlanDrill, true)
+		out = append(out, control.PlanStepReport{Name: "probes", Kind: "probes", Machines: p.Plan.Machines(), State: control.JobQueued})
+		return append(out, planPhase(p.Plan, control.PlanTestCleanup, control.PlanDrill, false)...)
+	}
+	return planPhase(p.Plan, p.Operation, p.Operation, true)
+}
+
+// planPhase is the steps of op over the plan's groups; actions are
+// those that apply to run (none when !actions).
+func planPhase(plan control.Plan, op, run control.PlanOperation, actions bool) []control.PlanStepReport {
 	var out []control.PlanStepReport
-	groups := slices.Clone(p.Plan.Groups)
-	if p.Operation.Reverse() {
+	groups := slices.Clone(plan.Groups)
+	if op.Reverse() {
 		slices.Reverse(groups)
 	}
 	for _, g := range groups {
 		add := func(stage string, acts []control.PlanAction) {
 			for _, a := range acts {
-				if !a.Applies(p.Operation) {
+				if !actions || !a.Applies(run) {
 					continue
 				}
 				kind := "script"
@@ -160,8 +180,8 @@ func PlanSteps(p PlanRunParams) []control.PlanStepReport {
 			}
 		}
 		add("before", g.Before)
-		out = append(out, control.PlanStepReport{Name: PlanStepName(g.Name, string(p.Operation), ""), Group: g.Name, Kind: "machines",
-			Machines: slices.Clone(g.Machines), State: control.JobQueued})
+		out = append(out, control.PlanStepReport{Name: PlanStepName(g.Name, string(op), ""), Group: g.Name, Kind: "machines",
+			Machines: slices.Clone(g.Machines), Operation: op, State: control.JobQueued})
 		add("after", g.After)
 	}
 	return out

@@ -21,6 +21,7 @@ const (
 const (
 	AlertHeartbeat   = "heartbeat"   // heartbeat/<server-id>
 	AlertCertificate = "certificate" // certificate/<server-id>
+	AlertDrill       = "drill"       // drill/<plan name>
 )
 
 // machineAlerts are the conditions of a machine's health that raise an
@@ -41,6 +42,15 @@ type AlertInput struct {
 	// Servers are every registered server, for heartbeat and certificate
 	// alerts; revoked servers give none.
 	Servers []Server
+	// Drills are the plans with a drill policy, for drill alerts.
+	Drills []DrillInput
+}
+
+// DrillInput is a plan's drill history, for its alert.
+type DrillInput struct {
+	Plan   Plan
+	Last   *PlanRun  // the newest drill run, nil when none
+	Passed time.Time // when the newest successful drill ended; zero: never
 }
 
 // DesiredAlerts returns the alerts whose conditions hold at now, one per
@@ -87,6 +97,11 @@ func DesiredAlerts(in AlertInput, now time.Time) []Alert {
 			add(a)
 		}
 	}
+	for _, d := range in.Drills {
+		if a, ok := drillAlert(d, now); ok {
+			add(a)
+		}
+	}
 	out := make([]Alert, 0, len(byKey))
 	for _, a := range byKey {
 		out = append(out, a)
@@ -127,4 +142,34 @@ func roleName(r Role) string {
 		return "agent"
 	}
 	return "server"
+}
+
+// drillAlert raises drill/<plan> when the plan's newest drill failed, or
+// when no drill passed within its window (2 × every by default; counted
+// from the plan's creation while it was never drilled).
+func drillAlert(d DrillInput, now time.Time) (Alert, bool) {
+	p := d.Plan
+	if p.Drill == nil {
+		return Alert{}, false
+	}
+	key := AlertDrill + "/" + p.Name
+	if l := d.Last; l != nil && l.State == JobFailed {
+		return Alert{Key: key, Severity: SeverityWarning, Message: fmt.Sprintf("plan %s: the drill of %s (run %s) failed: %s", p.Name, l.StartedAt.UTC().Format(time.RFC3339), l.ID, l.Error)}, true
+	}
+	window := p.Drill.Window.D()
+	if window == 0 {
+		window = 2 * p.Drill.Every.D()
+	}
+	since := d.Passed
+	if since.IsZero() {
+		since = p.CreatedAt
+	}
+	if !since.IsZero() && now.Sub(since) > window {
+		what := "since it was made"
+		if !d.Passed.IsZero() {
+			what = "since " + d.Passed.UTC().Format(time.RFC3339)
+		}
+		return Alert{Key: key, Severity: SeverityWarning, Message: fmt.Sprintf("plan %s: no drill passed %s (window %s)", p.Name, what, FormatDuration(window))}, true
+	}
+	return Alert{}, false
 }

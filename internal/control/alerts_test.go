@@ -2,6 +2,7 @@ package control
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,5 +124,36 @@ func TestDesiredAlertsKeysStable(t *testing.T) {
 	}
 	if want := []string{"rpo/m1", "rpo/m1", "rpo/m1", "rpo/m1"}; !slices.Equal(seen, want) {
 		t.Errorf("keys %v; want %v", seen, want)
+	}
+}
+
+// A plan's drill alert: raised when its newest drill failed, or when no
+// drill passed within the window (counted from the plan's creation
+// before the first); cleared by a passing drill.
+func TestDrillAlert(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	p := Plan{Name: "shop", CreatedAt: now.Add(-time.Hour), Drill: &DrillPolicy{Every: Duration(time.Hour)}}
+	cases := []struct {
+		name string
+		in   DrillInput
+		want string // "" for no alert
+	}{
+		{"never drilled, within the window", DrillInput{Plan: p}, ""},
+		{"never drilled, past the window", DrillInput{Plan: Plan{Name: "shop", CreatedAt: now.Add(-3 * time.Hour), Drill: p.Drill}}, "no drill passed since it was made (window 2h"},
+		{"the last drill failed", DrillInput{Plan: p, Last: &PlanRun{ID: "r1", State: JobFailed, Error: "drill failed: probe of db01: exit status 1"}, Passed: now.Add(-time.Minute)},
+			"the drill of 0001-01-01T00:00:00Z (run r1) failed: drill failed: probe of db01"},
+		{"passed recently", DrillInput{Plan: p, Last: &PlanRun{ID: "r2", State: JobSucceeded}, Passed: now.Add(-time.Minute)}, ""},
+		{"passed long ago", DrillInput{Plan: p, Last: &PlanRun{ID: "r2", State: JobSucceeded}, Passed: now.Add(-5 * time.Hour)}, "no drill passed since 2026-11-27T07:00:00Z"},
+		{"a drill running after a pass", DrillInput{Plan: p, Last: &PlanRun{ID: "r3", State: JobRunning}, Passed: now.Add(-time.Minute)}, ""},
+		{"no drill policy", DrillInput{Plan: Plan{Name: "x"}}, ""},
+	}
+	for _, c := range cases {
+		as := DesiredAlerts(AlertInput{Drills: []DrillInput{c.in}}, now)
+		switch {
+		case c.want == "" && len(as) != 0:
+			t.Errorf("%s: alerts %+v; want none", c.name, as)
+		case c.want != "" && (len(as) != 1 || as[0].Key != "drill/shop" || !strings.Contains(as[0].Message, c.want)):
+			t.Errorf("%s: alerts %+v; want drill/shop saying %q", c.name, as, c.want)
+		}
 	}
 }

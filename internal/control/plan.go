@@ -81,10 +81,14 @@ const (
 	PlanCommit          PlanOperation = "commit"
 	PlanReprotect       PlanOperation = "reprotect"
 	PlanFailback        PlanOperation = "failback"
+	// PlanDrill is a test failover of the whole plan, a health probe of
+	// every replica machine (the plan's drill.probes), and the cleanup:
+	// what scheduled drills run (drill.go).
+	PlanDrill PlanOperation = "drill"
 )
 
 // PlanOperations lists them, for validation messages.
-var PlanOperations = []PlanOperation{PlanTestFailover, PlanTestCleanup, PlanPlannedFailover, PlanFailover, PlanCommit, PlanReprotect, PlanFailback}
+var PlanOperations = []PlanOperation{PlanTestFailover, PlanTestCleanup, PlanPlannedFailover, PlanFailover, PlanCommit, PlanReprotect, PlanFailback, PlanDrill}
 
 // Valid says whether o is one of PlanOperations.
 func (o PlanOperation) Valid() bool { return slices.Contains(PlanOperations, o) }
@@ -356,8 +360,10 @@ type PlanRun struct {
 type PlanStepReport struct {
 	Name     string   `json:"name"`
 	Group    string   `json:"group,omitempty"`
-	Kind     string   `json:"kind"` // script, manual, machines
+	Kind     string   `json:"kind"` // script, manual, machines, probes
 	Machines []string `json:"machines,omitempty"`
+	// Operation is a machines step's machine operation.
+	Operation PlanOperation `json:"operation,omitempty"`
 	// Estimate is how long the step took in earlier runs (dry run).
 	EstimateSeconds float64   `json:"estimate_seconds,omitempty"`
 	State           JobState  `json:"state,omitempty"` // queued, running, succeeded, failed, or skipped
@@ -380,9 +386,14 @@ type PlanMachineReport struct {
 	DataLossSeconds float64   `json:"data_loss_seconds"`
 	// ReadyAt is when the machine ran after the operation.
 	ReadyAt time.Time `json:"ready_at,omitzero"`
-	// Job is the machine operation's job.
-	Job    string `json:"job,omitempty"`
-	Result string `json:"result,omitempty"`
+	// Job is the machine operation's job; CleanupJob a drill's cleanup's.
+	Job        string `json:"job,omitempty"`
+	CleanupJob string `json:"cleanup_job,omitempty"`
+	Result     string `json:"result,omitempty"`
+	// Probe is what a drill's health probe of the replica machine found
+	// ("" when it has none); ProbeOK whether it passed.
+	Probe   string `json:"probe,omitempty"`
+	ProbeOK bool   `json:"probe_ok,omitempty"`
 }
 
 // BarrierReport is an agent's part of a multi-machine consistency

@@ -2,10 +2,13 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -44,7 +47,7 @@ func (s *Server) planRunPlanner(job control.Job) ([]orchestrate.StepSpec, error)
 	}
 	pr := &planRunner{s: s, job: job, p: p}
 	var specs []orchestrate.StepSpec
-	if p.Point == api.PointConsistent && (p.Operation == control.PlanFailover || p.Operation == control.PlanTestFailover) {
+	if p.Point == api.PointConsistent && (p.Operation == control.PlanFailover || p.Operation == control.PlanTestFailover || p.Operation == control.PlanDrill) {
 		specs = append(specs, orchestrate.StepSpec{Name: "choose the newest multi-machine consistent point", Idempotent: true, Retries: 2, Timeout: time.Minute,
 			Run: pr.choosePoint})
 	}
@@ -57,8 +60,12 @@ func (s *Server) planRunPlanner(job control.Job) ([]orchestrate.StepSpec, error)
 		spec := orchestrate.StepSpec{Name: st.Name}
 		switch st.Kind {
 		case "machines":
+			op := st.Operation
 			spec.Idempotent, spec.Retries, spec.Timeout = true, 1, planMachineWait
-			spec.Run = pr.step(st.Name, func(ctx context.Context, r *orchestrate.StepRun) (string, error) { return pr.machines(ctx, r, g) })
+			spec.Run = pr.step(st.Name, func(ctx context.Context, r *orchestrate.StepRun) (string, error) { return pr.machines(ctx, r, g, op) })
+		case "probes":
+			spec.Idempotent, spec.Retries, spec.Timeout = true, 1, 30*time.Minute
+			spec.Run = pr.step(st.Name, pr.probes)
 		default:
 			a := findAction(g, st.Name)
 			spec.Timeout = a.ActionTimeout()
@@ -225,10 +232,10 @@ func (pr *planRunner) choosePoint(ctx context.Context, r *orchestrate.StepRun) e
 	return err
 }
 
-// machineBody is the machine operation's request for machine m.
-func (pr *planRunner) machineBody(m control.PlanMachineReport) map[string]any {
+// machineBody is the machine operation op's request for machine m.
+func (pr *planRunner) machineBody(m control.PlanMachineReport, op control.PlanOperation) map[string]any {
 	body := map[string]any{}
-	switch pr.p.Operation {
+	switch op {
 	case control.PlanTestFailover, control.PlanFailover:
 		point := pr.p.Point
 		if m.PointID > 0 {
@@ -248,7 +255,7 @@ func (pr *planRunner) machineBody(m control.PlanMachineReport) map[string]any {
 
 // machines does the operation to the group's machines in parallel, each
 // through its own machine job, and waits for them all.
-func (pr *planRunner) machines(ctx context.Context, r *orchestrate.StepRun, g control.PlanGroup) (string, error) {
+func (pr *planRunner) machines(ctx context.Context, r *orchestrate.StepRun, g control.PlanGroup, op control.PlanOperation) (string, error) {
 	run, err := pr.s.api.EnsurePlanRun(ctx, pr.job, pr.p)
 	if err != nil {
 		return "", err
@@ -268,16 +275,16 @@ func (pr *planRunner) machines(ctx context.Context, r *orchestrate.StepRun, g co
 			return "", orchestrate.Permanent(fmt.Errorf("machine %s is not in the run's report", name))
 		}
 		mr := run.Machines[i]
-		if mr.Job == "" && old.ID != "" {
+		if *pr.jobOf(&mr, op) == "" && old.ID != "" {
 			// Retrying: a machine whose job succeeded in the failed run
 			// is done.
-			if j := slices.IndexFunc(old.Machines, func(m control.PlanMachineReport) bool { return m.Machine == name }); j >= 0 && old.Machines[j].Job != "" {
-				if oj, err := pr.s.st.GetJob(ctx, old.Machines[j].Job); err == nil && oj.State == control.JobSucceeded {
-					mr = old.Machines[j]
+			if j := slices.IndexFunc(old.Machines, func(m control.PlanMachineReport) bool { return m.Machine == name }); j >= 0 && *pr.jobOf(&old.Machines[j], op) != "" {
+				if oj, err := pr.s.st.GetJob(ctx, *pr.jobOf(&old.Machines[j], op)); err == nil && oj.State == control.JobSucceeded {
+					*pr.jobOf(&mr, op) = oj.ID
 				}
 			}
 		}
-		go func() { results <- result{name, pr.machine(ctx, name, mr)} }()
+		go func() { results <- result{name, pr.machine(ctx, name, mr, op)} }()
 	}
 	var errs []error
 	done := 0
@@ -292,22 +299,31 @@ func (pr *planRunner) machines(ctx context.Context, r *orchestrate.StepRun, g co
 	if err := errors.Join(errs...); err != nil {
 		return "", orchestrate.Permanent(err)
 	}
-	return fmt.Sprintf("%s of %s done", pr.p.Operation, strings.Join(g.Machines, ", ")), nil
+	return fmt.Sprintf("%s of %s done", op, strings.Join(g.Machines, ", ")), nil
+}
+
+// jobOf is where m records its job of op: a drill's cleanup has its own.
+func (pr *planRunner) jobOf(m *control.PlanMachineReport, op control.PlanOperation) *string {
+	if pr.p.Operation == control.PlanDrill && op == control.PlanTestCleanup {
+		return &m.CleanupJob
+	}
+	return &m.Job
 }
 
 // machine submits (once) and waits for one machine's operation, then
 // records what it gave.
-func (pr *planRunner) machine(ctx context.Context, name string, mr control.PlanMachineReport) error {
-	if mr.Job == "" {
-		j, err := pr.s.api.MachineOperation(ctx, pr.p.By+" (plan "+pr.p.Plan.Name+", run "+pr.job.ID+")", name, pr.p.Operation, pr.machineBody(mr))
+func (pr *planRunner) machine(ctx context.Context, name string, mr control.PlanMachineReport, op control.PlanOperation) error {
+	id := *pr.jobOf(&mr, op)
+	if id == "" {
+		j, err := pr.s.api.MachineOperation(ctx, pr.p.By+" (plan "+pr.p.Plan.Name+", run "+pr.job.ID+")", name, op, pr.machineBody(mr, op))
 		if err != nil {
 			return err
 		}
-		mr.Job = j.ID
+		id = j.ID
 	}
 	if _, err := pr.update(ctx, func(run *control.PlanRun) {
 		if i := slices.IndexFunc(run.Machines, func(m control.PlanMachineReport) bool { return m.Machine == name }); i >= 0 {
-			run.Machines[i].Job = mr.Job
+			*pr.jobOf(&run.Machines[i], op) = id
 		}
 	}); err != nil {
 		return err
@@ -318,7 +334,7 @@ func (pr *planRunner) machine(ctx context.Context, name string, mr control.PlanM
 	for {
 		changed := pr.s.changes.wait()
 		var err error
-		if j, err = pr.s.st.GetJob(ctx, mr.Job); err != nil {
+		if j, err = pr.s.st.GetJob(ctx, id); err != nil {
 			return err
 		}
 		if j.State.Done() {
@@ -332,7 +348,10 @@ func (pr *planRunner) machine(ctx context.Context, name string, mr control.PlanM
 		}
 	}
 	if j.State != control.JobSucceeded {
-		return fmt.Errorf("%s job %s %s: %s", pr.p.Operation, j.ID, j.State, j.Error)
+		return fmt.Errorf("%s job %s %s: %s", op, j.ID, j.State, j.Error)
+	}
+	if op == control.PlanTestCleanup && pr.p.Operation == control.PlanDrill {
+		return nil // the drill's report keeps the test failover's point
 	}
 	m, err := pr.s.st.MachineByName(ctx, name)
 	if err != nil {
@@ -346,9 +365,9 @@ func (pr *planRunner) machine(ctx context.Context, name string, mr control.PlanM
 		rep := &run.Machines[i]
 		rep.ReadyAt, rep.Result = j.UpdatedAt, j.Result
 		switch {
-		case pr.p.Operation == control.PlanTestFailover && m.Test != nil:
+		case op == control.PlanTestFailover && m.Test != nil:
 			rep.PointID, rep.PointTime = m.Test.Report.PointID, m.Test.Report.PointTime
-		case (pr.p.Operation == control.PlanFailover || pr.p.Operation == control.PlanPlannedFailover) && m.Failover != nil:
+		case (op == control.PlanFailover || op == control.PlanPlannedFailover) && m.Failover != nil:
 			rep.PointID, rep.PointTime = m.Failover.Report.PointID, m.Failover.Report.PointTime
 			// A planned failover drains: nothing is lost. An unplanned one
 			// loses at most what was written between the point and the
@@ -415,10 +434,117 @@ func (pr *planRunner) script(ctx context.Context, g control.PlanGroup, stage str
 	return tail, nil
 }
 
-// report ends the run: its state, when it ended and the achieved RTO.
+// probes checks every replica machine of a drill with its probe. A
+// failed probe does not stop the drill (the cleanup must run): the
+// report step fails the run after it.
+func (pr *planRunner) probes(ctx context.Context, r *orchestrate.StepRun) (string, error) {
+	var probes map[string]control.Probe
+	if pr.p.Plan.Drill != nil {
+		probes = pr.p.Plan.Drill.Probes
+	}
+	type result struct {
+		name, text string
+		ok         bool
+	}
+	results := make(chan result, len(probes))
+	for name, pb := range probes {
+		go func() {
+			m, err := pr.s.st.MachineByName(ctx, name)
+			if err != nil {
+				results <- result{name, err.Error(), false}
+				return
+			}
+			text, err := runProbe(ctx, pr.p.Plan.Name, m, pb)
+			if err != nil {
+				results <- result{name, err.Error(), false}
+				return
+			}
+			results <- result{name, text, true}
+		}()
+	}
+	failed := 0
+	for range probes {
+		res := <-results
+		if !res.ok {
+			failed++
+		}
+		if _, err := pr.update(ctx, func(run *control.PlanRun) {
+			if i := slices.IndexFunc(run.Machines, func(m control.PlanMachineReport) bool { return m.Machine == res.name }); i >= 0 {
+				run.Machines[i].Probe, run.Machines[i].ProbeOK = res.text, res.ok
+			}
+		}); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("%d probes, %d failed", len(probes), failed), nil
+}
+
+// runProbe checks machine m's replica machine (of its test failover)
+// with pb; it says what it found.
+func runProbe(ctx context.Context, plan string, m control.Machine, pb control.Probe) (string, error) {
+	timeout := pb.Timeout.D()
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
+	case pb.TCP != "":
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", pb.TCP)
+		if err != nil {
+			return "", fmt.Errorf("tcp %s: %w", pb.TCP, err)
+		}
+		c.Close()
+		return "tcp " + pb.TCP + " connects", nil
+	case pb.HTTP != "":
+		req, err := http.NewRequestWithContext(ctx, "GET", pb.HTTP, nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("http %s: %w", pb.HTTP, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return "", fmt.Errorf("http %s: %s", pb.HTTP, resp.Status)
+		}
+		return "http " + pb.HTTP + " " + resp.Status, nil
+	}
+	cmd := exec.CommandContext(ctx, pb.Command[0], pb.Command[1:]...)
+	cmd.Env = append(os.Environ(), "STANDBY_PLAN="+plan, "STANDBY_MACHINE="+m.Name)
+	if m.Test != nil {
+		cmd.Env = append(cmd.Env, "STANDBY_REPLICA="+m.Test.Report.Machine, "STANDBY_DISKS="+strings.Join(m.Test.Report.Disks, " "))
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	text := strings.TrimSpace(out.String())
+	if len(text) > 1024 {
+		text = "…" + text[len(text)-1024:]
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", pb.Command[0], err, text)
+	}
+	return cmp.Or(text, pb.Command[0]+": exit 0"), nil
+}
+
+// report ends the run: its state, when it ended and the achieved RTO. A
+// drill whose probe failed fails here, after its cleanup.
 func (pr *planRunner) report(ctx context.Context, r *orchestrate.StepRun) error {
+	var probeErr error
 	run, err := pr.update(ctx, func(run *control.PlanRun) {
+		probeErr = nil
+		for _, m := range run.Machines {
+			if m.Probe != "" && !m.ProbeOK {
+				probeErr = errors.Join(probeErr, fmt.Errorf("probe of %s: %s", m.Machine, m.Probe))
+			}
+		}
 		run.State, run.EndedAt, run.Error = control.JobSucceeded, pr.s.o.Now(), ""
+		if probeErr != nil {
+			run.State, run.Error = control.JobFailed, "drill failed: "+strings.ReplaceAll(probeErr.Error(), "\n", "; ")
+		}
 		var last time.Time
 		for _, m := range run.Machines {
 			if m.ReadyAt.After(last) {
@@ -431,6 +557,9 @@ func (pr *planRunner) report(ctx context.Context, r *orchestrate.StepRun) error 
 	})
 	if err != nil {
 		return err
+	}
+	if probeErr != nil {
+		return orchestrate.Permanent(errors.New(run.Error))
 	}
 	var lost float64
 	for _, m := range run.Machines {

@@ -287,6 +287,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if every, _ := s.o.Config.consistencyInterval(); every > 0 {
 		go s.consistencyLoop(ctx, every)
 	}
+	go s.drillLoop(ctx)
 	s.o.Log.Info("configuration server listening", "addr", ln.Addr().String(), "store", redact(s.o.Config.StoreURL()))
 	select {
 	case <-ctx.Done():
@@ -378,7 +379,11 @@ func (s *Server) Assess(ctx context.Context) error {
 		in.Machine = m
 		inputs = append(inputs, in)
 	}
-	return s.syncAlerts(ctx, control.DesiredAlerts(control.AlertInput{Machines: inputs, Servers: servers}, now), now)
+	drills, err := s.drillInputs(ctx)
+	if err != nil {
+		return err
+	}
+	return s.syncAlerts(ctx, control.DesiredAlerts(control.AlertInput{Machines: inputs, Servers: servers, Drills: drills}, now), now)
 }
 
 // syncAlerts raises the desired alerts and clears the active ones that
