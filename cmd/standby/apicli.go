@@ -25,17 +25,28 @@ type apiFlags struct {
 }
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
+	a := addConnectionFlags(fs)
+	a.output = outputFlag(fs)
+	return a
+}
+
+// addConnectionFlags adds the connection flags alone, for a command with
+// output formats of its own (plan get -o yaml).
+func addConnectionFlags(fs *flag.FlagSet) *apiFlags {
 	return &apiFlags{
 		server: fs.String("server", os.Getenv("STANDBY_SERVER"), "the configuration server's URL, https://HOST:PORT ($STANDBY_SERVER)"),
 		token:  fs.String("token", os.Getenv("STANDBY_TOKEN"), "your API token ($STANDBY_TOKEN)"),
 		ca:     fs.String("ca", os.Getenv("STANDBY_CA"), "the server's CA certificate, ca.crt in its data directory ($STANDBY_CA)"),
-		output: outputFlag(fs),
 	}
 }
 
+// client checks the flags (--output too, when the command has the
+// common one) and makes the API client.
 func (a *apiFlags) client() (*client.Client, error) {
-	if err := checkOutput(*a.output); err != nil {
-		return nil, err
+	if a.output != nil {
+		if err := checkOutput(*a.output); err != nil {
+			return nil, err
+		}
 	}
 	if *a.server == "" {
 		return nil, usagef("say which configuration server: --server https://HOST:PORT or STANDBY_SERVER")

@@ -170,7 +170,7 @@ func apiCommands() []apiCommand {
 				}
 			},
 			method: "GET", path: fixed("/v1/audit"), text: printAudit},
-		unprotectCommand, jobsCancelCommand,
+		unprotectCommand, jobsCancelCommand, planListCommand, planDeleteCommand,
 	}
 }
 

@@ -21,6 +21,8 @@ func TestCLICoversTheUserAPI(t *testing.T) {
 		"POST /v1/machines/{name}/planned-failover": "machines planned-failover",
 		"POST /v1/machines/{name}/reprotect":        "machines reprotect",
 		"POST /v1/machines/{name}/failback":         "machines failback",
+		"PUT /v1/plans/{name}":                      "plan apply", // reads YAML, validates it first
+		"GET /v1/plans/{name}":                      "plan get",   // -o yaml too
 	}
 	param := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, c := range apiCommands() {

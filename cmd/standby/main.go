@@ -60,7 +60,7 @@ func commands() []command {
 		newJournalReplayCommand(),
 		newDemoCommand(),
 		newVersionCommand(),
-	}, slices.Concat(controlCommands(), jobCommands(), exportCommands(), planRunCommands())...)
+	}, slices.Concat(controlCommands(), jobCommands(), exportCommands(), planCommands(), planRunCommands())...)
 }
 
 // usageError is a mistake in the command line: exit code 2.

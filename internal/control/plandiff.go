@@ -145,7 +145,7 @@ func (d *planDiff) drill(from, to *DrillPolicy) {
 	case from == nil:
 		d.add("+ drill: every %s, window %s", to.Every, orDefault(to.Window))
 		for _, name := range slices.Sorted(maps.Keys(to.Probes)) {
-			d.add("+ drill.probes[%s]: %s", name, describeProbe(to.Probes[name]))
+			d.add("+ drill.probes[%s]: %s", name, to.Probes[name].String())
 		}
 		return
 	}
@@ -165,7 +165,7 @@ func (d *planDiff) drill(from, to *DrillPolicy) {
 	for _, name := range names {
 		o, had := from.Probes[name]
 		p, has := to.Probes[name]
-		switch was, is := describeProbe(o), describeProbe(p); {
+		switch was, is := o.String(), p.String(); {
 		case !has:
 			d.add("- drill.probes[%s]", name)
 		case !had:
@@ -224,7 +224,9 @@ func describeAction(a PlanAction) string {
 	return b.String()
 }
 
-func describeProbe(p Probe) string {
+// String says what the probe checks: "tcp db01:5432", "http URL",
+// "command [ARGV]", and its timeout when set.
+func (p Probe) String() string {
 	var s string
 	switch {
 	case p.TCP != "":
