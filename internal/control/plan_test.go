@@ -31,7 +31,7 @@ func shopPlan() Plan {
 }
 
 func TestPlanValidate(t *testing.T) {
-	allowedOps := "allowed: test-failover, test-cleanup, planned-failover, failover, commit, reprotect, failback"
+	allowedOps := "allowed: test-failover, test-cleanup, planned-failover, failover, commit, reprotect, failback, drill"
 	tests := []struct {
 		name   string
 		change func(*Plan)
