@@ -23,6 +23,14 @@ func TestCLICoversTheUserAPI(t *testing.T) {
 		"POST /v1/machines/{name}/failback":         "machines failback",
 		"PUT /v1/plans/{name}":                      "plan apply", // reads YAML, validates it first
 		"GET /v1/plans/{name}":                      "plan get",   // -o yaml too
+		"POST /v1/plans/{name}/run":                 "plan run",
+		"GET /v1/plans/{name}/runs":                 "plan runs",
+		"GET /v1/plans/{name}/points":               "plan points",
+		"GET /v1/plans/{name}/runs/{run}":           "plan report",
+		"POST /v1/plans/{name}/runs/{run}/continue": "plan continue",
+		"POST /v1/plans/{name}/runs/{run}/abort":    "plan abort",
+		"POST /v1/plans/{name}/runs/{run}/retry":    "plan retry",
+		"POST /v1/plans/{name}/runs/{run}/skip":     "plan skip",
 	}
 	param := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, c := range apiCommands() {

@@ -95,13 +95,9 @@ func TestRecoveryCycleThroughTheCLI(t *testing.T) {
 	writeFile(t, src, srcScript)
 	os.Chmod(vm, 0o755)
 	os.Chmod(src, 0o755)
-	driverSection := func(script, state, indent string) string {
-		s := fmt.Sprintf("name: exec\nsettings:\n  start: [%s, start]\n  stop: [%s, stop]\n  status: [%s, status]\n  env: [STATE=%s]\n  timeout: 1m\n", script, script, script, state)
-		return indent + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+indent) + "\n"
-	}
 	sock := filepath.Join(t.TempDir(), "exports.sock")
-	md := startManagedWith(t, fmt.Sprintf("exports:\n  unix: %s\ndriver:\n%s", sock, driverSection(vm, vmDir, "  ")),
-		"source:\n  handle: web01-src\n  driver:\n"+driverSection(src, srcDir, "    "))
+	md := startManagedWith(t, fmt.Sprintf("exports:\n  unix: %s\ndriver:\n%s", sock, execDriverSection(vm, vmDir, "  ")),
+		"source:\n  handle: web01-src\n  driver:\n"+execDriverSection(src, srcDir, "    "))
 	srv := md.srv
 	// The source machine runs.
 	if out, err := runCmd(src, "start", srcDir, "web01-src"); err != nil {
@@ -270,6 +266,22 @@ func jobCLI(t *testing.T, srv *serverProc, args ...string) (string, error) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// execDriverSection is a driver: section of the exec driver running
+// script with STATE=state, each line indented by indent.
+func execDriverSection(script, state, indent string) string {
+	s := fmt.Sprintf("name: exec\nsettings:\n  start: [%s, start]\n  stop: [%s, stop]\n  status: [%s, status]\n  env: [STATE=%s]\n  timeout: 1m\n", script, script, script, state)
+	return indent + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+indent) + "\n"
+}
+
+// writeScript writes an executable shell script and returns its path.
+func writeScript(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "script")
+	writeFile(t, p, "#!/bin/sh\n"+body)
+	os.Chmod(p, 0o755)
+	return p
 }
 
 // readAt reads n bytes at off of a file.

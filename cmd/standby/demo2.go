@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/standby-dr/standby/internal/agent"
@@ -57,6 +58,7 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	// Secondary site: the configuration server, with its CA and store.
 	scfg := server.Defaults()
 	scfg.Listen, scfg.DataDir, scfg.LogLevel = "127.0.0.1:0", filepath.Join(o.dir, "secondary", "server"), "warn"
+	scfg.ConsistencyInterval = "2s" // the plan's multi-machine consistent points come quickly
 	srv, err := server.New(ctx, server.Options{Config: scfg, Log: log, Version: version, AssessEvery: time.Second})
 	if err != nil {
 		return err
@@ -183,30 +185,40 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 	}
 	defer srcDrv.Stop(context.Background(), "web01-src", true)
 
-	agentID, err := join(control.RoleAgent, "host1", "")
+	// startAgent joins host's agent and runs it for machine's disk, its
+	// source machine known to the exec driver as <machine>-src.
+	startAgent := func(machine, host, disk string) (a *agent.Agent, sock string, stop func() error, err error) {
+		agentID, err := join(control.RoleAgent, host, "")
+		if err != nil {
+			return nil, "", nil, err
+		}
+		sock = filepath.Join(o.dir, machine+".sock")
+		cfg := agent.Defaults()
+		cfg.Machine, cfg.StateDir, cfg.Listen.Unix = machine, filepath.Join(o.dir, "primary", "agent-"+machine), sock
+		cfg.Disks = []agent.DiskConfig{{Name: "root", Path: disk}}
+		cfg.BookmarkInterval, cfg.Journal.SegmentSize, cfg.LogLevel = "1s", "8MiB", "warn"
+		cc := agent.ControlDefaults()
+		cc.Server, cc.Identity, cc.Heartbeat = serverURL, agentID, "1s"
+		cfg.Control = &cc
+		cfg.Source = &agent.SourceConfig{Driver: driver.Config{Name: "exec"}, Handle: machine + "-src"}
+		// The agent logs errors only: the demo tells what it does (writes
+		// refused at the planned failover, fenced after it).
+		if a, err = agent.New(ctx, cfg, e.logger("error")); err != nil {
+			return nil, "", nil, err
+		}
+		a.SetSourceDriver(srcDrv)
+		actx, cancel := context.WithCancel(rctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(actx) }()
+		var once sync.Once
+		var runErr error
+		return a, sock, func() error { once.Do(func() { cancel(); runErr = <-done }); return runErr }, nil
+	}
+	a, sock, stopAgent, err := startAgent("web01", "host1", disk)
 	if err != nil {
 		return err
 	}
-	sock := filepath.Join(o.dir, "web01.sock")
-	cfg := agent.Defaults()
-	cfg.Machine, cfg.StateDir, cfg.Listen.Unix = "web01", filepath.Join(o.dir, "primary", "agent"), sock
-	cfg.Disks = []agent.DiskConfig{{Name: "root", Path: disk}}
-	cfg.BookmarkInterval, cfg.Journal.SegmentSize, cfg.LogLevel = "1s", "8MiB", "warn"
-	cc := agent.ControlDefaults()
-	cc.Server, cc.Identity, cc.Heartbeat = serverURL, agentID, "1s"
-	cfg.Control = &cc
-	cfg.Source = &agent.SourceConfig{Driver: driver.Config{Name: "exec"}, Handle: "web01-src"}
-	// The agent logs errors only: the demo tells what it does (writes
-	// refused at the planned failover, fenced after it).
-	a, err := agent.New(ctx, cfg, e.logger("error"))
-	if err != nil {
-		return err
-	}
-	a.SetSourceDriver(srcDrv)
-	actx, stopAgent := context.WithCancel(rctx)
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- a.Run(actx) }()
-	defer func() { stopAgent(); <-agentDone }()
+	defer stopAgent()
 	step("Agent serving disk %q at nbd+unix:///root?socket=%s, journaling every write; it reports web01 to the server", "root", sock)
 
 	// Through the server, as an operator: a protection group, then protect.
@@ -344,9 +356,13 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		}); err != nil {
 			return fmt.Errorf("the last point before the loss: %w", err)
 		}
-		stopAgent()
-		err = <-agentDone
-		agentDone <- nil
+		return stopAgent()
+	}
+	stopDB, err := demoPlan(ctx, w, admin, o.dir, srcDrv, startAgent)
+	if stopDB != nil {
+		defer stopDB()
+	}
+	if err != nil {
 		return err
 	}
 	if err := demoRecovery(ctx, w, demoSites{admin: admin, tgt: tgt, disk: disk, loseSite: loseSite}); err != nil {

@@ -26,9 +26,11 @@ func newProtectCommand() command {
 	const name = "machines protect"
 	return command{name: name, short: "enable protection of a machine in a protection group (a job; --wait follows it)",
 		run: func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, name, "NAME --group GROUP [--wait] [-o json]")
+			fs := newFlags(e, name, "NAME --group GROUP [--process PS] [--target MT] [--wait] [-o json]")
 			af := addAPIFlags(fs)
 			group := fs.String("group", "", "the protection group whose policy applies")
+			process := fs.String("process", "", "the process server (name or id; default: the one with the most room)")
+			target := fs.String("target", "", "the master target (name or id; default: the one with the most room)")
 			wait := fs.Bool("wait", false, "wait until the machine is protected, showing progress")
 			pos, err := parseInterspersed(fs, args)
 			if err != nil {
@@ -46,7 +48,7 @@ func newProtectCommand() command {
 				Job     control.Job     `json:"job"`
 			}
 			var raw json.RawMessage
-			if err := cl.Do(ctx, "POST", "/v1/machines/"+esc(pos[0])+"/protect", map[string]string{"group": *group}, &raw); err != nil {
+			if err := cl.Do(ctx, "POST", "/v1/machines/"+esc(pos[0])+"/protect", map[string]string{"group": *group, "process": *process, "target": *target}, &raw); err != nil {
 				return err
 			}
 			if err := json.Unmarshal(raw, &r); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,10 @@ func planRunCommands() []command {
 				fmt.Fprintf(e.stdout, "plan %s: %s run %s started; follow it with `standby plan report %s %s` (or `standby jobs show %s --wait`)\n",
 					pos[0], r.Run.Operation, r.Job.ID, pos[0], r.Job.ID, r.Job.ID)
 				return nil
+			}},
+		{name: "plan points", short: "list a plan's multi-machine consistent points, newest first (what --point latest-consistent picks from)",
+			run: func(ctx context.Context, e *env, args []string) error {
+				return planGet(ctx, e, "plan points", "NAME [-o json]", args, 1, func(pos []string) string { return "/v1/plans/" + esc(pos[0]) + "/points" }, printConsistentPoints)
 			}},
 		{name: "plan runs", short: "list a plan's runs, newest first",
 			run: func(ctx context.Context, e *env, args []string) error {
@@ -214,6 +219,27 @@ func printDryRun(w io.Writer, run control.PlanRun) error {
 	}
 	fmt.Fprintf(w, "estimated total %.1fs (from earlier runs; manual actions take what the operator takes)\n", total)
 	return nil
+}
+
+func printConsistentPoints(w io.Writer, raw json.RawMessage) error {
+	var cps []struct {
+		Label  string            `json:"label"`
+		Time   time.Time         `json:"time"`
+		Points map[string]uint64 `json:"points"`
+	}
+	if err := json.Unmarshal(raw, &cps); err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, cp := range cps {
+		var ps []string
+		for m, id := range cp.Points {
+			ps = append(ps, fmt.Sprintf("%s:%d", m, id))
+		}
+		slices.Sort(ps)
+		rows = append(rows, []string{cp.Label, cp.Time.UTC().Format(time.RFC3339), strings.Join(ps, " ")})
+	}
+	return table(w, "LABEL TIME POINTS", rows)
 }
 
 func printRuns(w io.Writer, raw json.RawMessage) error {

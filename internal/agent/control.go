@@ -111,6 +111,9 @@ type controller struct {
 	barrier barrier       // consistency barriers (barrier.go)
 	running bool          // run started: apply may start drains (guarded by mu)
 	kick    chan struct{} // reportSoon: report now
+	// caughtUp is when a report last found every record applied and the
+	// last one a bookmark (guarded by mu).
+	caughtUp time.Time
 }
 
 // desiredFile keeps the last desired state of a managed agent.
@@ -309,6 +312,19 @@ func (c *controller) report() api.AgentReport {
 		LastPointAt:  c.a.ship.appliedAt(),
 		Epoch:        cs.Epoch,
 	}
+	// Caught up: the journal's last record is a bookmark the master
+	// target applied, so the newest point is the machine's state now. An
+	// idle machine's points are not late: its newest point is as recent
+	// as the last time it was caught up (a bookmark on its way, such as
+	// a consistency barrier's, does not make it look older).
+	c.mu.Lock()
+	if cs.LastBookmark > 0 && cs.Pos.Seq == cs.LastBookmark && rs.Applied.Seq >= cs.LastBookmark && rs.Consistent {
+		c.caughtUp = time.Now().UTC()
+	}
+	if c.caughtUp.After(r.Replication.LastPointAt) {
+		r.Replication.LastPointAt = c.caughtUp
+	}
+	c.mu.Unlock()
 	r.Drain, r.Barrier = c.drain.report(), c.barrier.report()
 	return r
 }

@@ -411,19 +411,28 @@ func (s *Server) MachineOperation(ctx context.Context, by, name string, op contr
 	return res.Job, nil
 }
 
-// ConsistentPoints finds the plan's newest multi-machine consistent
-// point: the newest label of the form consistent-… that every machine's
-// catalogue holds. It returns the point id per machine name.
-func (s *Server) ConsistentPoints(ctx context.Context, machines []string) (string, map[string]uint64, error) {
+// ConsistentPoint is a multi-machine consistent point of a plan: one
+// label every machine's catalogue holds, and each machine's point.
+type ConsistentPoint struct {
+	Label string `json:"label"`
+	// Time is the newest of the machines' points' times.
+	Time   time.Time         `json:"time"`
+	Points map[string]uint64 `json:"points"` // point id by machine name
+}
+
+// PlanConsistentPoints lists the plan's multi-machine consistent points,
+// newest first: the labels of the form consistent-… that every machine
+// of the plan holds.
+func (s *Server) PlanConsistentPoints(ctx context.Context, machines []string) ([]ConsistentPoint, error) {
 	byLabel := map[string]map[string]control.RecoveryPoint{}
 	for _, name := range machines {
 		m, err := s.o.Store.MachineByName(ctx, name)
 		if err != nil {
-			return "", nil, fmt.Errorf("machine %s: %w", name, err)
+			return nil, fmt.Errorf("machine %s: %w", name, err)
 		}
 		pts, err := s.o.Store.ListPoints(ctx, m.ID)
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		for _, p := range pts {
 			if !strings.HasPrefix(p.Label, ConsistentLabelPrefix) {
@@ -435,30 +444,44 @@ func (s *Server) ConsistentPoints(ctx context.Context, machines []string) (strin
 			byLabel[p.Label][name] = p
 		}
 	}
-	var best string
-	var bestAt time.Time
+	out := []ConsistentPoint{}
 	for label, pts := range byLabel {
 		if len(pts) != len(machines) {
 			continue
 		}
-		var at time.Time
-		for _, p := range pts {
-			if p.Time.After(at) {
-				at = p.Time
+		cp := ConsistentPoint{Label: label, Points: map[string]uint64{}}
+		for name, p := range pts {
+			cp.Points[name] = p.ID
+			if p.Time.After(cp.Time) {
+				cp.Time = p.Time
 			}
 		}
-		if at.After(bestAt) {
-			best, bestAt = label, at
-		}
+		out = append(out, cp)
 	}
-	if best == "" {
+	slices.SortFunc(out, func(a, b ConsistentPoint) int { return b.Time.Compare(a.Time) })
+	return out, nil
+}
+
+// ConsistentPoints finds the plan's newest multi-machine consistent
+// point; it returns its label and the point id per machine name.
+func (s *Server) ConsistentPoints(ctx context.Context, machines []string) (string, map[string]uint64, error) {
+	cps, err := s.PlanConsistentPoints(ctx, machines)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(cps) == 0 {
 		return "", nil, errorf(http.StatusConflict, "no multi-machine consistent point holds every machine of the plan (%s)", strings.Join(machines, ", "))
 	}
-	ids := map[string]uint64{}
-	for name, p := range byLabel[best] {
-		ids[name] = p.ID
+	return cps[0].Label, cps[0].Points, nil
+}
+
+func (s *Server) planPoints(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	p, err := s.o.Store.GetPlan(r.Context(), name)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", name, err)
 	}
-	return best, ids, nil
+	return s.PlanConsistentPoints(r.Context(), p.Machines())
 }
 
 func joinOperations() string {

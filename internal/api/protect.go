@@ -47,6 +47,11 @@ func (n *notifier) notify() {
 
 type protectRequest struct {
 	Group string `json:"group"`
+	// Process and Target pin the process server and the master target
+	// (name or id); by default the server picks the ones with the most
+	// room.
+	Process string `json:"process,omitempty"`
+	Target  string `json:"target,omitempty"`
 }
 
 type unprotectRequest struct {
@@ -122,7 +127,7 @@ func (s *Server) protect(w http.ResponseWriter, r *http.Request) (any, error) {
 	if s.o.Jobs == nil {
 		return nil, errorf(http.StatusNotImplemented, "this server runs no jobs")
 	}
-	m, err := s.protectMachine(ctx, name, req.Group)
+	m, err := s.protectMachine(ctx, name, req)
 	var job control.Job
 	if err == nil {
 		job, err = s.o.Jobs.Submit(ctx, "protect", "machine/"+m.Name, map[string]string{"machine": m.ID}, principalOf(ctx).actor())
@@ -141,7 +146,8 @@ type protectResponse struct {
 	Job     control.Job     `json:"job"`
 }
 
-func (s *Server) protectMachine(ctx context.Context, name, group string) (control.Machine, error) {
+func (s *Server) protectMachine(ctx context.Context, name string, req protectRequest) (control.Machine, error) {
+	group := req.Group
 	if group == "" {
 		return control.Machine{}, errorf(http.StatusBadRequest, "say which protection group: {\"group\": \"NAME\"} (`standby groups list`)")
 	}
@@ -157,11 +163,17 @@ func (s *Server) protectMachine(ctx context.Context, name, group string) (contro
 	if err != nil {
 		return control.Machine{}, errorf(http.StatusConflict, "machine %s: %v", name, err)
 	}
-	ps, err := s.pick(ctx, control.RoleProcess)
+	choose := func(role control.Role, key string) (control.Server, error) {
+		if key != "" {
+			return s.serverByNameOrID(ctx, role, key)
+		}
+		return s.pick(ctx, role)
+	}
+	ps, err := choose(control.RoleProcess, req.Process)
 	if err != nil {
 		return control.Machine{}, err
 	}
-	mt, err := s.pick(ctx, control.RoleTarget)
+	mt, err := choose(control.RoleTarget, req.Target)
 	if err != nil {
 		return control.Machine{}, err
 	}

@@ -156,6 +156,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/machines/{name}/reprotect", s.forUser(operator, s.reprotect))
 	m.HandleFunc("POST /v1/plans/{name}/run", s.forUser(operator, s.planRun))
 	m.HandleFunc("GET /v1/plans/{name}/runs", s.forUser(control.UserViewer, s.planRunList))
+	m.HandleFunc("GET /v1/plans/{name}/points", s.forUser(control.UserViewer, s.planPoints))
 	m.HandleFunc("GET /v1/plans/{name}/runs/{run}", s.forUser(control.UserViewer, s.planRunGet))
 	m.HandleFunc("POST /v1/plans/{name}/runs/{run}/continue", s.forUser(operator, s.planSignal("continue")))
 	m.HandleFunc("POST /v1/plans/{name}/runs/{run}/abort", s.forUser(operator, s.planSignal("abort")))
