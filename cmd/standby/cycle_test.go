@@ -128,7 +128,7 @@ func TestRecoveryCycleThroughTheCLI(t *testing.T) {
 	// 1. Protect, write.
 	start := time.Now()
 	srv.cli("groups", "create", "web", "--policy", `{"point_interval": "1s", "rpo_threshold": "30s"}`)
-	if out, err := jobCLI(t, srv, "machines", "protect", "web01", "--group", "web"); err != nil {
+	if out, err := jobCLI(t, srv, "machines", "protect", "web01", "--group", "web", "--target", "mt1"); err != nil {
 		t.Fatalf("machines protect --wait: %v\n%s", err, out)
 	}
 	step("protect", start)

@@ -235,10 +235,10 @@ func runTwoSiteDemo(ctx context.Context, e *env, o demoOptions) error {
 		Machine controlMachine `json:"machine"`
 		Job     controlJob     `json:"job"`
 	}
-	if err := admin.Do(ctx, "POST", "/v1/machines/web01/protect", map[string]string{"group": "demo"}, &pr); err != nil {
+	if err := admin.Do(ctx, "POST", "/v1/machines/web01/protect", map[string]string{"group": "demo", "process": "ps1", "target": "mt1"}, &pr); err != nil {
 		return err
 	}
-	step("Protect web01 in group \"demo\" (points every second): the server picked process server ps1 and master target mt1; job %s", pr.Job.ID)
+	step("Protect web01 in group \"demo\" (points every second) through process server ps1 to master target mt1 at the secondary site; job %s", pr.Job.ID)
 	var job controlJob
 	if err := waitDemo(ctx, 5*time.Minute, func() bool {
 		return admin.Do(ctx, "GET", "/v1/jobs/"+pr.Job.ID, nil, &job) == nil && job.State.Done()

@@ -56,8 +56,10 @@ func startPlanDeployment(t *testing.T, machines ...string) *planDeployment {
 		return len(ms) == len(d.agents) && strings.Contains(d.srv.cli("servers", "list"), mt2Addr)
 	}, func() string { return d.srv.cli("machines", "list") + d.srv.cli("servers", "list") })
 	d.srv.cli("groups", "create", "web", "--policy", `{"point_interval": "1s", "rpo_threshold": "30s"}`)
+	// Pinned to mt1: with two master targets the server would place
+	// each machine on the one with the most room.
 	for m := range d.agents {
-		if out, err := d.srv.cliErr("machines", "protect", m, "--group", "web"); err != nil {
+		if out, err := d.srv.cliErr("machines", "protect", m, "--group", "web", "--target", "mt1"); err != nil {
 			t.Fatalf("protect %s: %v\n%s", m, err, out)
 		}
 	}
