@@ -36,6 +36,7 @@ var rpcRoles = map[string][]control.Role{
 	pb.Components_ReportPoints_FullMethodName:   targets,
 	pb.Components_WatchDesired_FullMethodName:   components,
 	pb.Components_ReportRecovery_FullMethodName: targets,
+	pb.Components_ReportAction_FullMethodName:   {control.RoleProcess, control.RoleTarget},
 }
 
 // requestKey carries the HTTP request a gRPC call came in, for
@@ -250,7 +251,7 @@ func (s *Server) watchRound(ctx context.Context, comp *Identity, have string) (D
 
 // DesiredToPB maps a desired state to its message.
 func DesiredToPB(d Desired) *pb.Desired {
-	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines))}
+	out := &pb.Desired{Version: d.Version, Machines: make([]*pb.DesiredMachine, len(d.Machines)), Actions: actionsToPB(d.Actions)}
 	for i, m := range d.Machines {
 		out.Machines[i] = &pb.DesiredMachine{Id: m.ID, Name: m.Name, Epoch: m.Epoch, Policy: pb.FromPolicy(m.Policy),
 			Process: endpointToPB(m.Process), Target: endpointToPB(m.Target), Test: testToPB(m.Test), Failover: failoverToPB(m.Failover), Drain: drainToPB(m.Drain),
@@ -261,7 +262,7 @@ func DesiredToPB(d Desired) *pb.Desired {
 
 // DesiredFromPB maps a desired-state message back (the client).
 func DesiredFromPB(d *pb.Desired) Desired {
-	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines()))}
+	out := Desired{Version: d.GetVersion(), Machines: make([]DesiredMachine, len(d.GetMachines())), Actions: actionsFromPB(d.GetActions())}
 	for i, m := range d.GetMachines() {
 		out.Machines[i] = DesiredMachine{ID: m.GetId(), Name: m.GetName(), Epoch: m.GetEpoch(), Policy: pb.ToPolicy(m.GetPolicy()),
 			Process: endpointFromPB(m.GetProcess()), Target: endpointFromPB(m.GetTarget()), Test: testFromPB(m.GetTest()), Failover: failoverFromPB(m.GetFailover()), Drain: drainFromPB(m.GetDrain()),

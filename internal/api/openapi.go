@@ -74,6 +74,7 @@ var endpoints = []endpoint{
 	{"POST", "/v1/agent/report", "An agent reports its machine: disks and replication", "component:agent", AgentReport{}, control.Machine{}, 0},
 	{"GET", "/v1/desired", "A component's desired state (?have=VERSION&wait=30s long-polls for a change)", "component:agent,process,target", nil, Desired{}, 0},
 	{"POST", "/v1/target/points", "A master target reports a machine's recovery points (all of them)", "component:target", PointsReport{}, nil, 204},
+	{"POST", "/v1/component/action", "A process server or a master target reports an action its desired state gave it (a recovery plan's script): exit 0 or not, the end of its output", "component:process,target", ActionReport{}, nil, 204},
 	{"POST", "/v1/target/recovery", "A master target reports what it did of a machine's test failover or failover", "component:target", RecoveryReport{}, nil, 204},
 }
 

@@ -267,6 +267,9 @@ type Endpoint struct {
 type Desired struct {
 	Version  string           `json:"version"`
 	Machines []DesiredMachine `json:"machines"`
+	// Actions are commands to run once and report (process servers and
+	// master targets; actions.go).
+	Actions []DesiredAction `json:"actions,omitempty"`
 }
 
 // desiredFor computes the desired state of component id of role.
@@ -351,7 +354,13 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		}
 		d.Machines = append(d.Machines, dm)
 	}
-	b, _ := json.Marshal(d.Machines)
+	if role == control.RoleProcess || role == control.RoleTarget {
+		d.Actions = s.actions.forComponent(id)
+	}
+	b, _ := json.Marshal(struct {
+		M []DesiredMachine
+		A []DesiredAction
+	}{d.Machines, d.Actions})
 	h := sha256.Sum256(b)
 	d.Version = hex.EncodeToString(h[:8])
 	return d, nil

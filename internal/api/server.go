@@ -61,6 +61,8 @@ type Server struct {
 	revoked notifier
 	// barriers are the consistency barriers in progress (consistency.go).
 	barriers barrierSet
+	// actions are the commands given to components (actions.go).
+	actions actionSet
 	// grpc serves the components' calls (grpc.go).
 	grpc *grpc.Server
 }
@@ -178,6 +180,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/agent/report", s.forComponent(agents, s.agentReport))
 	m.HandleFunc("POST /v1/target/points", s.forComponent(targets, s.targetPoints))
 	m.HandleFunc("POST /v1/target/recovery", s.forComponent(targets, s.targetRecovery))
+	m.HandleFunc("POST /v1/component/action", s.forComponent([]control.Role{control.RoleProcess, control.RoleTarget}, s.componentAction))
 	m.HandleFunc("GET /v1/desired", s.forComponent(components, s.desiredState))
 
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

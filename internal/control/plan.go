@@ -53,11 +53,12 @@ type PlanAction struct {
 	Retries int      `json:"retries,omitempty" yaml:"retries,omitempty"`
 }
 
-// ScriptAction runs a program on the configuration server's host, with
-// STANDBY_PLAN, STANDBY_GROUP, STANDBY_MACHINES (space separated),
-// STANDBY_OPERATION, STANDBY_STAGE (before or after) and STANDBY_SITE
-// (where the operation leaves the machines: primary or secondary) in its
-// environment.
+// ScriptAction runs a program at the site where the operation leaves the
+// machines (the group's master target at the secondary site, its process
+// server at the primary), with STANDBY_PLAN, STANDBY_RUN, STANDBY_GROUP,
+// STANDBY_MACHINES (space separated), STANDBY_OPERATION, STANDBY_STAGE
+// (before or after), STANDBY_SITE (primary or secondary), STANDBY_ACTION
+// and STANDBY_RUN_ON (the component) in its environment.
 type ScriptAction struct {
 	// Command is the argv; the program is an absolute path.
 	Command []string `json:"command" yaml:"command"`

@@ -242,6 +242,7 @@ func (s *Server) desiredLoop(ctx context.Context) {
 			continue
 		}
 		backoff = time.Second
+		s.actions.Run(ctx, d.Actions) // a recovery plan's scripts (manage/actions.go)
 		if m.set(d) {
 			s.log.Info("desired state", "version", d.Version, "machines", len(d.Machines))
 			if b, err := json.Marshal(d); err == nil {

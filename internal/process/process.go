@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/standby-dr/standby/internal/control"
+	"github.com/standby-dr/standby/internal/manage"
 	"log/slog"
 	"net"
 	"os"
@@ -73,11 +74,13 @@ type Options struct {
 
 // Server is a running process server.
 type Server struct {
-	o     Options
-	log   *slog.Logger
-	mgd   *managed // nil unless managed
-	spool *spool.Spool
-	limit *limiter
+	o   Options
+	log *slog.Logger
+	mgd *managed // nil unless managed
+	// actions runs the commands the desired state gives (managed).
+	actions *manage.Actions
+	spool   *spool.Spool
+	limit   *limiter
 
 	mu         sync.Mutex
 	forwarders map[string]*forwarder
@@ -125,6 +128,9 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, log: o.Logger, mgd: mgd, spool: sp, limit: newLimiter(o.Bandwidth), forwarders: map[string]*forwarder{}}
+	if mgd != nil {
+		s.actions = &manage.Actions{Dir: o.CacheDir, Report: mgd.comp.Action, Log: o.Logger}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Machines with segments in the cache are forwarded at once, whether
 	// or not their agents are connected.

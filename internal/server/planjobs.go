@@ -82,8 +82,9 @@ func (s *Server) planRunPlanner(job control.Job) ([]orchestrate.StepSpec, error)
 				if strings.Contains(st.Name, "/after/") {
 					stage = "after"
 				}
+				name := st.Name
 				spec.Run = pr.step(st.Name, func(ctx context.Context, r *orchestrate.StepRun) (string, error) {
-					return pr.script(ctx, g, stage, a)
+					return pr.script(ctx, r, name, g, stage, a)
 				})
 			}
 		}
@@ -407,31 +408,48 @@ func (pr *planRunner) manual(ctx context.Context, r *orchestrate.StepRun, name s
 	}
 }
 
-// script runs a script action on this host, with the run in its
-// environment; its output's tail goes into the result or the error.
-func (pr *planRunner) script(ctx context.Context, g control.PlanGroup, stage string, a control.PlanAction) (string, error) {
-	cmd := exec.CommandContext(ctx, a.Script.Command[0], a.Script.Command[1:]...)
-	cmd.Env = append(os.Environ(), "STANDBY_PLAN="+pr.p.Plan.Name, "STANDBY_RUN="+pr.job.ID, "STANDBY_GROUP="+g.Name,
-		"STANDBY_MACHINES="+strings.Join(g.Machines, " "), "STANDBY_OPERATION="+string(pr.p.Operation),
-		"STANDBY_STAGE="+stage, "STANDBY_SITE="+pr.p.Operation.Site(), "STANDBY_ACTION="+a.Name)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	tail := strings.TrimSpace(out.String())
+// script runs a script action at the site where the operation leaves
+// the machines: on the master target of the group's first machine (the
+// secondary site) or on its process server (the primary site), as an
+// action of that component's desired state (internal/api/actions.go),
+// with the run in its environment. Its output's tail goes into the
+// result or the error.
+func (pr *planRunner) script(ctx context.Context, r *orchestrate.StepRun, step string, g control.PlanGroup, stage string, a control.PlanAction) (string, error) {
+	m, err := pr.s.st.MachineByName(ctx, g.Machines[0])
+	if err != nil {
+		return "", err
+	}
+	site, role, comp := pr.p.Operation.Site(), "master target", m.Target
+	if site == "primary" {
+		role, comp = "process server", m.Process
+	}
+	if comp == "" {
+		return "", orchestrate.Permanent(fmt.Errorf("machine %s has no %s at the %s site to run the script on", m.Name, role, site))
+	}
+	srv, err := pr.s.st.GetServer(ctx, comp)
+	if err != nil {
+		return "", err
+	}
+	act := api.DesiredAction{ID: fmt.Sprintf("%s/%s/%d", pr.job.ID, step, r.Attempt()), Command: a.Script.Command, Timeout: a.ActionTimeout(),
+		Env: []string{"STANDBY_PLAN=" + pr.p.Plan.Name, "STANDBY_RUN=" + pr.job.ID, "STANDBY_GROUP=" + g.Name,
+			"STANDBY_MACHINES=" + strings.Join(g.Machines, " "), "STANDBY_OPERATION=" + string(pr.p.Operation),
+			"STANDBY_STAGE=" + stage, "STANDBY_SITE=" + site, "STANDBY_ACTION=" + a.Name, "STANDBY_RUN_ON=" + srv.Name}}
+	r.Message(fmt.Sprintf("running on %s %s at the %s site", role, srv.Name, site))
+	rep, err := pr.s.api.RunAction(ctx, comp, act)
+	if err != nil {
+		return "", err
+	}
+	tail := rep.Output
 	if len(tail) > 2048 {
 		tail = "…" + tail[len(tail)-2048:]
 	}
-	if err != nil {
+	if !rep.OK {
 		if tail != "" {
-			return "", fmt.Errorf("%s: %w: %s", a.Script.Command[0], err, tail)
+			return "", fmt.Errorf("on %s %s: %s: %s", role, srv.Name, rep.Error, tail)
 		}
-		return "", fmt.Errorf("%s: %w", a.Script.Command[0], err)
+		return "", fmt.Errorf("on %s %s: %s", role, srv.Name, rep.Error)
 	}
-	if tail == "" {
-		tail = "exit 0"
-	}
-	return tail, nil
+	return fmt.Sprintf("on %s %s: %s", role, srv.Name, cmp.Or(tail, "exit 0")), nil
 }
 
 // probes checks every replica machine of a drill with its probe. A

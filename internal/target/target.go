@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/standby-dr/standby/internal/manage"
 	"io"
 	"log/slog"
 	"net"
@@ -55,6 +56,8 @@ type Target struct {
 	o   Options
 	log *slog.Logger
 	mgd *managed // nil unless managed
+	// actions runs the commands the desired state gives (managed).
+	actions *manage.Actions
 	// front serves the exports (export_nbd.go); nil when they are off.
 	front *front
 
@@ -117,6 +120,7 @@ func New(ctx context.Context, o Options) (*Target, error) {
 		if t.mgd, err = newManaged(*o.Control); err != nil {
 			return nil, err
 		}
+		t.actions = &manage.Actions{Dir: o.DataDir, Report: t.mgd.comp.Action, Log: o.Logger}
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	ents, err := os.ReadDir(filepath.Join(o.DataDir, "machines"))

@@ -127,6 +127,7 @@ func (t *Target) testLoop(ctx context.Context) {
 		out.Note(err)
 		if err == nil {
 			cur, have = &d, d.Version
+			t.actions.Run(ctx, d.Actions) // a recovery plan's scripts (manage/actions.go)
 		}
 		if cur != nil {
 			t.reconcileFailovers(ctx, fst, *cur)

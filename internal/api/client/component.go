@@ -203,3 +203,11 @@ func callError(call string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", call, &Error{Status: pb.HTTPStatus(st.Code()), Message: st.Message()})
 }
+
+// Action reports an action the component's desired state gave it.
+func (c *Component) Action(ctx context.Context, r api.ActionReport) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := c.rpc.ReportAction(ctx, &pb.ReportActionRequest{Id: r.ID, Ok: r.OK, Output: r.Output, Error: r.Error})
+	return callError("report action", err)
+}

@@ -2454,6 +2454,7 @@ type Desired struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	Machines      []*DesiredMachine      `protobuf:"bytes,2,rep,name=machines,proto3" json:"machines,omitempty"`
+	Actions       []*DesiredAction       `protobuf:"bytes,3,rep,name=actions,proto3" json:"actions,omitempty"` // process servers and master targets: scripts to run once each
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2500,6 +2501,187 @@ func (x *Desired) GetMachines() []*DesiredMachine {
 		return x.Machines
 	}
 	return nil
+}
+
+func (x *Desired) GetActions() []*DesiredAction {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+// DesiredAction is a command a component runs once (a recovery plan's
+// script at the site where the plan acts) and reports.
+type DesiredAction struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Command        []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env            []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"` // KEY=VALUE added to the environment
+	TimeoutSeconds int64                  `protobuf:"varint,4,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DesiredAction) Reset() {
+	*x = DesiredAction{}
+	mi := &file_components_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredAction) ProtoMessage() {}
+
+func (x *DesiredAction) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredAction.ProtoReflect.Descriptor instead.
+func (*DesiredAction) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DesiredAction) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DesiredAction) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *DesiredAction) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *DesiredAction) GetTimeoutSeconds() int64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+type ReportActionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`        // exit 0
+	Output        string                 `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"` // the end of its output
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`   // how it failed (exit status, timeout, not run)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportActionRequest) Reset() {
+	*x = ReportActionRequest{}
+	mi := &file_components_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportActionRequest) ProtoMessage() {}
+
+func (x *ReportActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportActionRequest.ProtoReflect.Descriptor instead.
+func (*ReportActionRequest) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReportActionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReportActionRequest) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *ReportActionRequest) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *ReportActionRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ReportActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportActionResponse) Reset() {
+	*x = ReportActionResponse{}
+	mi := &file_components_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportActionResponse) ProtoMessage() {}
+
+func (x *ReportActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_components_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportActionResponse.ProtoReflect.Descriptor instead.
+func (*ReportActionResponse) Descriptor() ([]byte, []int) {
+	return file_components_proto_rawDescGZIP(), []int{35}
 }
 
 var File_components_proto protoreflect.FileDescriptor
@@ -2711,17 +2893,30 @@ const file_components_proto_rawDesc = "" +
 	"\breleased\x18\x06 \x01(\bR\breleased\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x125\n" +
 	"\x05drain\x18\b \x01(\v2\x1f.standby.control.v1.DrainReportR\x05drain\"\x18\n" +
-	"\x16ReportRecoveryResponse\"c\n" +
+	"\x16ReportRecoveryResponse\"\xa0\x01\n" +
 	"\aDesired\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12>\n" +
-	"\bmachines\x18\x02 \x03(\v2\".standby.control.v1.DesiredMachineR\bmachines2\xf0\x03\n" +
+	"\bmachines\x18\x02 \x03(\v2\".standby.control.v1.DesiredMachineR\bmachines\x12;\n" +
+	"\aactions\x18\x03 \x03(\v2!.standby.control.v1.DesiredActionR\aactions\"t\n" +
+	"\rDesiredAction\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x12'\n" +
+	"\x0ftimeout_seconds\x18\x04 \x01(\x03R\x0etimeoutSeconds\"c\n" +
+	"\x13ReportActionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06output\x18\x03 \x01(\tR\x06output\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x16\n" +
+	"\x14ReportActionResponse2\xd3\x04\n" +
 	"\n" +
 	"Components\x12X\n" +
 	"\tHeartbeat\x12$.standby.control.v1.HeartbeatRequest\x1a%.standby.control.v1.HeartbeatResponse\x12d\n" +
 	"\rReportMachine\x12(.standby.control.v1.ReportMachineRequest\x1a).standby.control.v1.ReportMachineResponse\x12a\n" +
 	"\fReportPoints\x12'.standby.control.v1.ReportPointsRequest\x1a(.standby.control.v1.ReportPointsResponse\x12V\n" +
 	"\fWatchDesired\x12'.standby.control.v1.WatchDesiredRequest\x1a\x1b.standby.control.v1.Desired0\x01\x12g\n" +
-	"\x0eReportRecovery\x12).standby.control.v1.ReportRecoveryRequest\x1a*.standby.control.v1.ReportRecoveryResponseB8Z6github.com/standby-dr/standby/internal/api/componentpbb\x06proto3"
+	"\x0eReportRecovery\x12).standby.control.v1.ReportRecoveryRequest\x1a*.standby.control.v1.ReportRecoveryResponse\x12a\n" +
+	"\fReportAction\x12'.standby.control.v1.ReportActionRequest\x1a(.standby.control.v1.ReportActionResponseB8Z6github.com/standby-dr/standby/internal/api/componentpbb\x06proto3"
 
 var (
 	file_components_proto_rawDescOnce sync.Once
@@ -2735,7 +2930,7 @@ func file_components_proto_rawDescGZIP() []byte {
 	return file_components_proto_rawDescData
 }
 
-var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_components_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_components_proto_goTypes = []any{
 	(*Capacity)(nil),               // 0: standby.control.v1.Capacity
 	(*HeartbeatRequest)(nil),       // 1: standby.control.v1.HeartbeatRequest
@@ -2770,31 +2965,34 @@ var file_components_proto_goTypes = []any{
 	(*ReverseReport)(nil),          // 30: standby.control.v1.ReverseReport
 	(*ReportRecoveryResponse)(nil), // 31: standby.control.v1.ReportRecoveryResponse
 	(*Desired)(nil),                // 32: standby.control.v1.Desired
-	nil,                            // 33: standby.control.v1.DesiredFailover.NetworkEntry
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(*DesiredAction)(nil),          // 33: standby.control.v1.DesiredAction
+	(*ReportActionRequest)(nil),    // 34: standby.control.v1.ReportActionRequest
+	(*ReportActionResponse)(nil),   // 35: standby.control.v1.ReportActionResponse
+	nil,                            // 36: standby.control.v1.DesiredFailover.NetworkEntry
+	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 38: google.protobuf.Duration
 }
 var file_components_proto_depIdxs = []int32{
 	0,  // 0: standby.control.v1.HeartbeatRequest.capacity:type_name -> standby.control.v1.Capacity
-	34, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
-	34, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
+	37, // 1: standby.control.v1.Replication.last_point_at:type_name -> google.protobuf.Timestamp
+	37, // 2: standby.control.v1.Replication.reported_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: standby.control.v1.ReportMachineRequest.disks:type_name -> standby.control.v1.Disk
 	4,  // 4: standby.control.v1.ReportMachineRequest.replication:type_name -> standby.control.v1.Replication
 	6,  // 5: standby.control.v1.ReportMachineRequest.drain:type_name -> standby.control.v1.DrainReport
 	18, // 6: standby.control.v1.ReportMachineRequest.barrier:type_name -> standby.control.v1.BarrierReport
 	3,  // 7: standby.control.v1.Machine.disks:type_name -> standby.control.v1.Disk
 	4,  // 8: standby.control.v1.Machine.replication:type_name -> standby.control.v1.Replication
-	34, // 9: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 9: standby.control.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: standby.control.v1.ReportMachineResponse.machine:type_name -> standby.control.v1.Machine
-	34, // 11: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
+	37, // 11: standby.control.v1.RecoveryPoint.time:type_name -> google.protobuf.Timestamp
 	9,  // 12: standby.control.v1.ReportPointsRequest.points:type_name -> standby.control.v1.RecoveryPoint
-	35, // 13: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
-	35, // 14: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
-	35, // 15: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
-	35, // 16: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
+	38, // 13: standby.control.v1.Retention.keep_all:type_name -> google.protobuf.Duration
+	38, // 14: standby.control.v1.Retention.max:type_name -> google.protobuf.Duration
+	38, // 15: standby.control.v1.Policy.point_interval:type_name -> google.protobuf.Duration
+	38, // 16: standby.control.v1.Policy.app_interval:type_name -> google.protobuf.Duration
 	13, // 17: standby.control.v1.Policy.retention:type_name -> standby.control.v1.Retention
-	35, // 18: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
-	34, // 19: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
+	38, // 18: standby.control.v1.Policy.rpo_threshold:type_name -> google.protobuf.Duration
+	37, // 19: standby.control.v1.Policy.initial_start:type_name -> google.protobuf.Timestamp
 	14, // 20: standby.control.v1.DesiredMachine.policy:type_name -> standby.control.v1.Policy
 	15, // 21: standby.control.v1.DesiredMachine.process:type_name -> standby.control.v1.Endpoint
 	15, // 22: standby.control.v1.DesiredMachine.target:type_name -> standby.control.v1.Endpoint
@@ -2808,11 +3006,11 @@ var file_components_proto_depIdxs = []int32{
 	15, // 30: standby.control.v1.DesiredShip.process:type_name -> standby.control.v1.Endpoint
 	3,  // 31: standby.control.v1.DesiredReceive.disks:type_name -> standby.control.v1.Disk
 	24, // 32: standby.control.v1.DesiredFailover.replica:type_name -> standby.control.v1.ReplicaSpec
-	33, // 33: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
+	36, // 33: standby.control.v1.DesiredFailover.network:type_name -> standby.control.v1.DesiredFailover.NetworkEntry
 	24, // 34: standby.control.v1.DesiredTest.replica:type_name -> standby.control.v1.ReplicaSpec
-	34, // 35: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
-	34, // 36: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
-	34, // 37: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
+	37, // 35: standby.control.v1.TestReport.point_time:type_name -> google.protobuf.Timestamp
+	37, // 36: standby.control.v1.Hydration.completed_at:type_name -> google.protobuf.Timestamp
+	37, // 37: standby.control.v1.FailoverReport.point_time:type_name -> google.protobuf.Timestamp
 	27, // 38: standby.control.v1.FailoverReport.hydration:type_name -> standby.control.v1.Hydration
 	26, // 39: standby.control.v1.ReportRecoveryRequest.test:type_name -> standby.control.v1.TestReport
 	28, // 40: standby.control.v1.ReportRecoveryRequest.failover:type_name -> standby.control.v1.FailoverReport
@@ -2820,21 +3018,24 @@ var file_components_proto_depIdxs = []int32{
 	4,  // 42: standby.control.v1.ReverseReport.replication:type_name -> standby.control.v1.Replication
 	6,  // 43: standby.control.v1.ReverseReport.drain:type_name -> standby.control.v1.DrainReport
 	16, // 44: standby.control.v1.Desired.machines:type_name -> standby.control.v1.DesiredMachine
-	1,  // 45: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
-	5,  // 46: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
-	10, // 47: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
-	12, // 48: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
-	29, // 49: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
-	2,  // 50: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
-	8,  // 51: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
-	11, // 52: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
-	32, // 53: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
-	31, // 54: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
-	50, // [50:55] is the sub-list for method output_type
-	45, // [45:50] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	33, // 45: standby.control.v1.Desired.actions:type_name -> standby.control.v1.DesiredAction
+	1,  // 46: standby.control.v1.Components.Heartbeat:input_type -> standby.control.v1.HeartbeatRequest
+	5,  // 47: standby.control.v1.Components.ReportMachine:input_type -> standby.control.v1.ReportMachineRequest
+	10, // 48: standby.control.v1.Components.ReportPoints:input_type -> standby.control.v1.ReportPointsRequest
+	12, // 49: standby.control.v1.Components.WatchDesired:input_type -> standby.control.v1.WatchDesiredRequest
+	29, // 50: standby.control.v1.Components.ReportRecovery:input_type -> standby.control.v1.ReportRecoveryRequest
+	34, // 51: standby.control.v1.Components.ReportAction:input_type -> standby.control.v1.ReportActionRequest
+	2,  // 52: standby.control.v1.Components.Heartbeat:output_type -> standby.control.v1.HeartbeatResponse
+	8,  // 53: standby.control.v1.Components.ReportMachine:output_type -> standby.control.v1.ReportMachineResponse
+	11, // 54: standby.control.v1.Components.ReportPoints:output_type -> standby.control.v1.ReportPointsResponse
+	32, // 55: standby.control.v1.Components.WatchDesired:output_type -> standby.control.v1.Desired
+	31, // 56: standby.control.v1.Components.ReportRecovery:output_type -> standby.control.v1.ReportRecoveryResponse
+	35, // 57: standby.control.v1.Components.ReportAction:output_type -> standby.control.v1.ReportActionResponse
+	52, // [52:58] is the sub-list for method output_type
+	46, // [46:52] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_components_proto_init() }
@@ -2848,7 +3049,7 @@ func file_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_components_proto_rawDesc), len(file_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

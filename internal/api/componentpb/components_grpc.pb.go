@@ -29,6 +29,7 @@ const (
 	Components_ReportPoints_FullMethodName   = "/standby.control.v1.Components/ReportPoints"
 	Components_WatchDesired_FullMethodName   = "/standby.control.v1.Components/WatchDesired"
 	Components_ReportRecovery_FullMethodName = "/standby.control.v1.Components/ReportRecovery"
+	Components_ReportAction_FullMethodName   = "/standby.control.v1.Components/ReportAction"
 )
 
 // ComponentsClient is the client API for Components service.
@@ -52,6 +53,9 @@ type ComponentsClient interface {
 	// ReportRecovery: master targets; what they did of a machine's test
 	// failover (the export, the replica machine, or its removal).
 	ReportRecovery(ctx context.Context, in *ReportRecoveryRequest, opts ...grpc.CallOption) (*ReportRecoveryResponse, error)
+	// ReportAction: process servers and master targets; the result of an
+	// action (a recovery plan's script) their desired state gave them.
+	ReportAction(ctx context.Context, in *ReportActionRequest, opts ...grpc.CallOption) (*ReportActionResponse, error)
 }
 
 type componentsClient struct {
@@ -121,6 +125,16 @@ func (c *componentsClient) ReportRecovery(ctx context.Context, in *ReportRecover
 	return out, nil
 }
 
+func (c *componentsClient) ReportAction(ctx context.Context, in *ReportActionRequest, opts ...grpc.CallOption) (*ReportActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportActionResponse)
+	err := c.cc.Invoke(ctx, Components_ReportAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ComponentsServer is the server API for Components service.
 // All implementations must embed UnimplementedComponentsServer
 // for forward compatibility.
@@ -142,6 +156,9 @@ type ComponentsServer interface {
 	// ReportRecovery: master targets; what they did of a machine's test
 	// failover (the export, the replica machine, or its removal).
 	ReportRecovery(context.Context, *ReportRecoveryRequest) (*ReportRecoveryResponse, error)
+	// ReportAction: process servers and master targets; the result of an
+	// action (a recovery plan's script) their desired state gave them.
+	ReportAction(context.Context, *ReportActionRequest) (*ReportActionResponse, error)
 	mustEmbedUnimplementedComponentsServer()
 }
 
@@ -166,6 +183,9 @@ func (UnimplementedComponentsServer) WatchDesired(*WatchDesiredRequest, grpc.Ser
 }
 func (UnimplementedComponentsServer) ReportRecovery(context.Context, *ReportRecoveryRequest) (*ReportRecoveryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportRecovery not implemented")
+}
+func (UnimplementedComponentsServer) ReportAction(context.Context, *ReportActionRequest) (*ReportActionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportAction not implemented")
 }
 func (UnimplementedComponentsServer) mustEmbedUnimplementedComponentsServer() {}
 func (UnimplementedComponentsServer) testEmbeddedByValue()                    {}
@@ -271,6 +291,24 @@ func _Components_ReportRecovery_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Components_ReportAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComponentsServer).ReportAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Components_ReportAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComponentsServer).ReportAction(ctx, req.(*ReportActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Components_ServiceDesc is the grpc.ServiceDesc for Components service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -293,6 +331,10 @@ var Components_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportRecovery",
 			Handler:    _Components_ReportRecovery_Handler,
+		},
+		{
+			MethodName: "ReportAction",
+			Handler:    _Components_ReportAction_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
