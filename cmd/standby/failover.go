@@ -89,9 +89,17 @@ func newCommitCommand() command {
 		}}
 }
 
-// runFailoverJob parses the common flags, makes the call and prints or
-// follows the job.
+// runFailoverJob is runMachineJob, printing the machine's state and epoch.
 func runFailoverJob(ctx context.Context, e *env, fs *flag.FlagSet, args []string, name, call string, body func() any) error {
+	return runMachineJob(ctx, e, fs, args, name, call, body, func(m control.Machine) string {
+		return fmt.Sprintf("%s, epoch %d", m.State, m.Epoch)
+	})
+}
+
+// runMachineJob parses the common flags of a machine operation, makes the
+// call and prints (summary says what the call left the machine as) or
+// follows the job.
+func runMachineJob(ctx context.Context, e *env, fs *flag.FlagSet, args []string, name, call string, body func() any, summary func(control.Machine) string) error {
 	af := addAPIFlags(fs)
 	wait := fs.Bool("wait", false, "wait until the job ends, showing progress")
 	pos, err := parseInterspersed(fs, args)
@@ -122,6 +130,6 @@ func runFailoverJob(ctx context.Context, e *env, fs *flag.FlagSet, args []string
 	if *af.output == "json" {
 		return printJSON(e.stdout, raw)
 	}
-	fmt.Fprintf(e.stdout, "machine %s: %s, epoch %d; job %s follows it (standby jobs show %s --wait)\n", r.Machine.Name, r.Machine.State, r.Machine.Epoch, r.Job.ID, r.Job.ID)
+	fmt.Fprintf(e.stdout, "machine %s: %s; job %s follows it (standby jobs show %s --wait)\n", r.Machine.Name, summary(r.Machine), r.Job.ID, r.Job.ID)
 	return nil
 }

@@ -2,7 +2,6 @@ package target
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"github.com/standby-dr/standby/internal/api/client"
 	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/driver"
-	"github.com/standby-dr/standby/internal/fsutil"
 )
 
 // Failovers of a managed master target (docs/control-plane.md): the
@@ -67,35 +65,11 @@ type failoverState struct {
 func (t *Target) failoversDir() string { return filepath.Join(t.o.DataDir, "failovers") }
 
 func (t *Target) loadFailoverRecords() map[string]*failoverRecord {
-	out := map[string]*failoverRecord{}
-	ents, err := os.ReadDir(t.failoversDir())
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(t.failoversDir(), e.Name()))
-		var r failoverRecord
-		if err == nil {
-			err = json.Unmarshal(b, &r)
-		}
-		if err != nil || r.Machine == "" {
-			t.log.Warn("failover record unreadable; ignored", "file", e.Name(), "err", err)
-			continue
-		}
-		out[r.Machine] = &r
-	}
-	return out
+	return loadRecords(t, t.failoversDir(), "failover", func(r *failoverRecord) string { return r.Machine })
 }
 
 func (t *Target) saveFailoverRecord(r *failoverRecord) error {
-	if err := os.MkdirAll(t.failoversDir(), 0o700); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(r, "", "  ")
-	return fsutil.WriteAtomic(filepath.Join(t.failoversDir(), r.Machine+".json"), b, nil)
+	return saveRecord(t.failoversDir(), r.Machine, r)
 }
 
 func newFailoverState(t *Target, report func(context.Context, api.RecoveryReport) error) *failoverState {

@@ -69,8 +69,17 @@ func (t *Target) testsDir() string { return filepath.Join(t.o.DataDir, "tests") 
 
 // loadTestRecords reads the records a previous run left.
 func (t *Target) loadTestRecords() map[string]*testRecord {
-	out := map[string]*testRecord{}
-	ents, err := os.ReadDir(t.testsDir())
+	return loadRecords(t, t.testsDir(), "test failover", func(r *testRecord) string { return r.Machine })
+}
+
+func (t *Target) saveTestRecord(r *testRecord) error { return saveRecord(t.testsDir(), r.Machine, r) }
+
+// loadRecords reads the JSON records of dir (one per machine, named
+// <machine id>.json), by machine id (key); an unreadable one, or one
+// without a machine, is logged and ignored.
+func loadRecords[R any](t *Target, dir, what string, key func(*R) string) map[string]*R {
+	out := map[string]*R{}
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return out
 	}
@@ -78,26 +87,27 @@ func (t *Target) loadTestRecords() map[string]*testRecord {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(t.testsDir(), e.Name()))
-		var r testRecord
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		r := new(R)
 		if err == nil {
-			err = json.Unmarshal(b, &r)
+			err = json.Unmarshal(b, r)
 		}
-		if err != nil || r.Machine == "" {
-			t.log.Warn("test failover record unreadable; ignored", "file", e.Name(), "err", err)
+		if err != nil || key(r) == "" {
+			t.log.Warn(what+" record unreadable; ignored", "file", e.Name(), "err", err)
 			continue
 		}
-		out[r.Machine] = &r
+		out[key(r)] = r
 	}
 	return out
 }
 
-func (t *Target) saveTestRecord(r *testRecord) error {
-	if err := os.MkdirAll(t.testsDir(), 0o700); err != nil {
+// saveRecord keeps record r of machine in dir, atomically.
+func saveRecord(dir, machine string, r any) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(r, "", "  ")
-	return fsutil.WriteAtomic(filepath.Join(t.testsDir(), r.Machine+".json"), b, nil)
+	return fsutil.WriteAtomic(filepath.Join(dir, machine+".json"), b, nil)
 }
 
 // testLoop follows the desired state and reconciles test failovers until
