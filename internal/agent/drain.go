@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/control"
@@ -267,27 +266,9 @@ func (dr *drainer) stopSource(ctx context.Context) (state string, stopped bool, 
 		return "no source driver configured: writes refused from now on", false, nil
 	}
 	h := driver.Handle(dr.c.a.cfg.Source.Handle)
-	if err := dr.source.Stop(ctx, h, false); err != nil {
-		return "stop failed", false, fmt.Errorf("stop the source machine %s: %w", h, err)
+	state, err = driver.StopAndWait(ctx, dr.source, h, 30)
+	if err != nil {
+		return state, false, fmt.Errorf("the source machine: %w", err)
 	}
-	for i := 0; ; i++ {
-		st, err := dr.source.Status(ctx, h)
-		if err == nil && st.State == driver.Stopped {
-			return "stopped", true, nil
-		}
-		if errors.Is(err, driver.ErrNotFound) {
-			return "stopped (the driver no longer knows it)", true, nil
-		}
-		if i == 30 {
-			if err != nil {
-				return "unknown", false, fmt.Errorf("the source machine %s after stop: %w", h, err)
-			}
-			return string(st.State), false, fmt.Errorf("the source machine %s is still %s after stop (%s)", h, st.State, st.Detail)
-		}
-		select {
-		case <-ctx.Done():
-			return "", false, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+	return state, true, nil
 }

@@ -122,7 +122,7 @@ func (s *Server) reportMachine(ctx context.Context, req AgentReport) (control.Ma
 		// What the agent does moves the protection state on; protected in
 		// reverse, the reverse direction's agent does (reverse.go).
 		var evs []control.Event
-		if reverseServing(m) == nil {
+		if m.ReverseServing() == nil {
 			m.Replication = req.Replication
 			evs = control.ReportEvents(m.State, req.Replication.State)
 		}
@@ -177,7 +177,7 @@ func (s *Server) reportPoints(ctx context.Context, req PointsReport) error {
 	// Protected in reverse, the catalogue lists the primary site's points
 	// (what a failback can use); the secondary's are not listed meanwhile.
 	from := target.ID
-	if r := reverseServing(m); r != nil {
+	if r := m.ReverseServing(); r != nil {
 		if from == r.Target {
 			from = m.Target // take them
 		} else if from == m.Target {

@@ -303,7 +303,7 @@ func (s *Server) desiredFor(ctx context.Context, role control.Role, id string) (
 		return &Endpoint{ID: srv.ID, Address: srv.Address}, nil
 	}
 	for _, m := range ms {
-		rev := reverseServing(m)
+		rev := m.ReverseServing()
 		var serves bool
 		switch role {
 		case control.RoleAgent:

@@ -105,10 +105,6 @@ type reverseResponse struct {
 	Job     control.Job     `json:"job"`
 }
 
-// reverseServing is m's reverse direction while it carries data
-// (control.Machine.ReverseServing).
-func reverseServing(m control.Machine) *control.Reverse { return m.ReverseServing() }
-
 // ErrUnreplicated: the old primary holds writes that never reached the
 // secondary; re-protecting discards them.
 var ErrUnreplicated = errors.New("unreplicated writes would be discarded")
@@ -257,7 +253,7 @@ func (s *Server) failback(w http.ResponseWriter, r *http.Request) (any, error) {
 // desiredShip is the reverse agent's part for master target id, once the
 // receiver is ready.
 func desiredShip(m control.Machine, id string, endpoint func(string) (*Endpoint, error)) (*DesiredShip, error) {
-	r := reverseServing(m)
+	r := m.ReverseServing()
 	if r == nil || r.Agent != id || !r.Report.Ready {
 		return nil, nil
 	}
@@ -344,7 +340,7 @@ func (s *Server) reportReverse(ctx context.Context, req RecoveryReport) error {
 				fb.Drain = &d
 				r.Failback = &fb
 			}
-			if reverseServing(m) != nil {
+			if m.ReverseServing() != nil {
 				evs := control.ReportEvents(m.State, in.Replication.State)
 				if len(evs) > 0 {
 					ev = evs[len(evs)-1]

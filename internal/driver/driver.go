@@ -3,6 +3,8 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 )
 
 // Driver creates and controls replica machines. Implementations are safe
@@ -62,3 +64,33 @@ var (
 	// error says which field and what is allowed. It is permanent.
 	ErrInvalid = errors.New("invalid")
 )
+
+// StopAndWait stops machine h (asking the guest first) and polls its
+// status every second, up to tries times, until the driver says it
+// stopped or no longer knows it. state is what the driver said last:
+// "stopped", or the state it is still in.
+func StopAndWait(ctx context.Context, d Driver, h Handle, tries int) (state string, err error) {
+	if err := d.Stop(ctx, h, false); err != nil {
+		return "stop failed", fmt.Errorf("stop machine %s: %w", h, err)
+	}
+	for i := 0; ; i++ {
+		st, err := d.Status(ctx, h)
+		if err == nil && st.State == Stopped {
+			return "stopped", nil
+		}
+		if errors.Is(err, ErrNotFound) {
+			return "stopped (the driver no longer knows it)", nil
+		}
+		if i >= tries {
+			if err != nil {
+				return string(Unknown), fmt.Errorf("machine %s after stop: %w", h, err)
+			}
+			return string(st.State), fmt.Errorf("machine %s is still %s after stop (%s)", h, st.State, st.Detail)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/api/client"
 	"github.com/standby-dr/standby/internal/control"
 	"github.com/standby-dr/standby/internal/trust"
@@ -103,5 +104,24 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-time.After(d):
 		return true
+	}
+}
+
+// HeartbeatLoop says every o.Heartbeat that the role is alive, with its
+// address, version and what capacity reports, until ctx ends; a failing
+// heartbeat is logged once when it starts failing and once when it works.
+func (j *Joined) HeartbeatLoop(ctx context.Context, log *slog.Logger, o *Control, capacity func() control.Capacity) {
+	out := Outage{Log: log, What: "heartbeat to the configuration server"}
+	for {
+		hctx, cancel := context.WithTimeout(ctx, o.Heartbeat+5*time.Second)
+		err := j.Comp.Heartbeat(hctx, api.HeartbeatRequest{Version: o.Version, Address: o.Address, Capacity: capacity()})
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		out.Note(err)
+		if !Sleep(ctx, o.Heartbeat) {
+			return
+		}
 	}
 }

@@ -202,20 +202,7 @@ func (s *Server) Capacity() control.Capacity {
 }
 
 func (s *Server) heartbeatLoop(ctx context.Context) {
-	m := s.mgd
-	out := manage.Outage{Log: s.log, What: "heartbeat to the configuration server"}
-	for {
-		hctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat+5*time.Second)
-		err := m.comp.Heartbeat(hctx, api.HeartbeatRequest{Version: m.o.Version, Address: m.o.Address, Capacity: s.Capacity()})
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		out.Note(err)
-		if !manage.Sleep(ctx, m.o.Heartbeat) {
-			return
-		}
-	}
+	s.mgd.joined.HeartbeatLoop(ctx, s.log, &s.mgd.o, s.Capacity)
 }
 
 // desiredLoop long-polls the desired state and installs each new one,

@@ -122,20 +122,7 @@ func (t *Target) Capacity() control.Capacity {
 }
 
 func (t *Target) heartbeatLoop(ctx context.Context) {
-	m := t.mgd
-	out := manage.Outage{Log: t.log, What: "heartbeat to the configuration server"}
-	for {
-		hctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat+5*time.Second)
-		err := m.comp.Heartbeat(hctx, api.HeartbeatRequest{Version: m.o.Version, Address: m.o.Address, Capacity: t.Capacity()})
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		out.Note(err)
-		if !manage.Sleep(ctx, m.o.Heartbeat) {
-			return
-		}
-	}
+	t.mgd.joined.HeartbeatLoop(ctx, t.log, &t.mgd.o, t.Capacity)
 }
 
 // pointsLoop reports each machine's recovery points whenever they change

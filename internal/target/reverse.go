@@ -312,25 +312,12 @@ func (t *Target) failbackDrain(s *reverseShip, r *failoverRecord) {
 	ctx := t.ctx
 	state, stopped := "no replica machine", false
 	if r != nil && r.Handle != "" && t.o.Driver != nil {
-		h := driver.Handle(r.Handle)
-		if err := t.o.Driver.Stop(ctx, h, false); err != nil {
-			update(func(d *control.DrainReport) { d.SourceState, d.Error = "stop failed", err.Error() })
+		st, err := driver.StopAndWait(ctx, t.o.Driver, driver.Handle(r.Handle), 30)
+		if err != nil {
+			update(func(d *control.DrainReport) { d.SourceState, d.Error = st, "the replica machine: "+err.Error() })
 			return
 		}
-		for i := 0; ; i++ {
-			st, err := t.o.Driver.Status(ctx, h)
-			if (err == nil && st.State == driver.Stopped) || errors.Is(err, driver.ErrNotFound) {
-				state, stopped = "stopped", true
-				break
-			}
-			if i == 30 {
-				update(func(d *control.DrainReport) {
-					d.SourceState, d.Error = string(st.State), fmt.Sprintf("the replica machine %s is still %s after stop", h, st.State)
-				})
-				return
-			}
-			time.Sleep(time.Second)
-		}
+		state, stopped = st, true
 	}
 	s.a.Freeze("failback " + id + ": the replica machine is stopped")
 	update(func(d *control.DrainReport) { d.SourceState, d.SourceStopped, d.WritesRefused = state, stopped, true })
