@@ -29,6 +29,23 @@ func TestManagedDeploymentThroughTheCLI(t *testing.T) {
 	if out := srv.cli("machines", "show", "web01"); !strings.Contains(out, "state     protected") {
 		t.Fatalf("after protect --wait:\n%s", out)
 	}
+	// The initial copy went through a copy tunnel: the agent's TLS with
+	// the master target, checked against joined identities, relayed
+	// encrypted by the process server, which forwarded no Copy frame.
+	var ps struct {
+		Machines []struct {
+			Forwarding struct {
+				CopyFrames  uint64 `json:"copy_frames"`
+				TunnelBytes uint64 `json:"tunnel_bytes"`
+			} `json:"forwarding"`
+		} `json:"machines"`
+	}
+	if err := getJSON(t, "http://"+md.psStatus+"/status", &ps); err != nil || len(ps.Machines) != 1 {
+		t.Fatalf("process server status: %v, %d machines", err, len(ps.Machines))
+	}
+	if f := ps.Machines[0].Forwarding; f.TunnelBytes == 0 || f.CopyFrames != 0 {
+		t.Errorf("managed initial copy: %d bytes through a tunnel, %d Copy frames forwarded; want a tunnel", f.TunnelBytes, f.CopyFrames)
+	}
 	waitCLI(t, srv, "recovery points in the catalogue", func() bool {
 		var b struct {
 			Points []control.RecoveryPoint `json:"points"`
@@ -69,6 +86,7 @@ type managed struct {
 	dir, disk                         string
 	agentP, tgtP                      *roleProc
 	tgtStatus, agentStatus, agentSock string
+	psStatus                          string
 }
 
 // join joins a component with a fresh token and returns its identity
@@ -164,6 +182,7 @@ func startManagedWith(t *testing.T, tgtExtra, agentExtra string) *managed {
 	psID := md.join("process", "ps1", psAddr)
 	writeFile(t, filepath.Join(dir, "process.yaml"), fmt.Sprintf("listen: %s\ncache_dir: %s\ncache_quota: 256MiB\nstatus: %s\n", psAddr, filepath.Join(dir, "cache"), psStatus)+md.controlSection(psID, ""))
 	md.run(&roleProc{t: t, name: "process", args: []string{"process", "--config", filepath.Join(dir, "process.yaml")}, ready: psStatus})
+	md.psStatus = psStatus
 	a := md.startAgent("web01", "host1", "agent", agentExtra)
 	md.agentP, md.disk, md.agentStatus, md.agentSock = a.p, a.disk, a.status, a.sock
 	waitCLI(t, srv, "the agent to report web01", func() bool {

@@ -2,14 +2,19 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/standby-dr/standby/internal/blockmap"
+	"github.com/standby-dr/standby/internal/segpack"
 	"github.com/standby-dr/standby/internal/wire"
 )
 
@@ -17,7 +22,9 @@ import (
 // carries at most copyChunk of it.
 const (
 	copyRead  = 4 << 20
-	copyChunk = 1 << 20
+	copyChunk = wire.CopyFrameData
+	// copyReaders is how many reads of a copy are outstanding at once.
+	copyReaders = 2
 )
 
 // copy sends the differing ranges of the disks as Copy frames, read from
@@ -25,8 +32,12 @@ const (
 // journal after the resync position, which the replica applies after the
 // copy. Blocks of zeros are sent as zero runs, or not at all to a disk the
 // replica holds as zeros. Reading runs ahead of sending by a few chunks.
-func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire.CopyEnd, error) {
-	var end wire.CopyEnd
+// Each of conns (the streams of a copy tunnel, or the data stream) has a
+// sender of its own, which takes the next chunk read; packers[i], when
+// not nil, compresses what conns[i] sends. The ends say what each
+// carried.
+func (s *shipper) copy(ctx context.Context, conns []*wire.Conn, diff difference, packers []*copyPacker) ([]wire.CopyEnd, error) {
+	ends := make([]wire.CopyEnd, len(conns))
 	// Reads go around the page cache where the disk allows (O_DIRECT:
 	// the copy reads each block once, and filling the cache costs CPU),
 	// else with a larger read-ahead: the copy reads in disk order.
@@ -45,69 +56,109 @@ func (s *shipper) copy(ctx context.Context, c *wire.Conn, diff difference) (wire
 	type chunk struct {
 		disk int
 		off  int64
+		n    int64
 		data []byte
-		err  error
 	}
 	const ahead = 3
-	free := make(chan []byte, ahead+2)
-	for range ahead + 2 {
+	free := make(chan []byte, ahead+copyReaders+len(conns))
+	for range ahead + copyReaders + len(conns) {
 		free <- make([]byte, copyRead)
 	}
-	chunks := make(chan chunk, ahead)
+	// The chunks to read, in disk order, for copyReaders readers: reads
+	// of the next chunks are outstanding while one completes.
+	todo := make(chan chunk)
 	go func() {
-		defer close(chunks)
+		defer close(todo)
 		for _, e := range diff.exts {
-			f := s.a.disk(e.Disk)
 			for off, stop := e.Offset, e.Offset+e.Length; off < stop; {
-				var buf []byte
-				select {
-				case buf = <-free:
-				case <-ctx.Done():
-					return
-				}
 				n := min(int64(copyRead), stop-off)
 				// A chunk ends at a chunk boundary, so reads stay aligned.
 				n = min(n, copyRead-off%copyRead)
-				err := readAt(f, direct[e.Disk], buf[:n], off)
 				select {
-				case chunks <- chunk{disk: e.Disk, off: off, data: buf[:n], err: err}:
+				case todo <- chunk{disk: e.Disk, off: off, n: n}:
 				case <-ctx.Done():
-					return
-				}
-				if err != nil {
 					return
 				}
 				off += n
 			}
 		}
 	}()
-	for ch := range chunks {
-		if ch.err != nil {
-			return end, fmt.Errorf("read disk %s at %d: %w", s.m.Disks()[ch.disk].Name(), ch.off, ch.err)
-		}
-		var n int
-		var err error
-		for from := 0; from < len(ch.data) && err == nil; from += copyChunk {
-			var k int
-			k, err = s.sendCopy(c, ch.disk, ch.off+int64(from), ch.data[from:min(from+copyChunk, len(ch.data))], diff.zeroDisks[ch.disk], &end)
-			n += k
-		}
-		free <- ch.data[:cap(ch.data)]
-		if err != nil {
-			return end, err
-		}
-		s.copyLeft.Add(-int64(len(ch.data)))
-		s.mu.Lock()
-		s.st.SentBytes += uint64(n)
-		s.mu.Unlock()
+	chunks := make(chan chunk, ahead)
+	var readErr atomic.Pointer[error]
+	var readers sync.WaitGroup
+	for range copyReaders {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for ch := range todo {
+				var buf []byte
+				select {
+				case buf = <-free:
+				case <-ctx.Done():
+					return
+				}
+				ch.data = buf[:ch.n]
+				if err := readAt(s.a.disk(ch.disk), direct[ch.disk], ch.data, ch.off); err != nil {
+					err = fmt.Errorf("read disk %s at %d: %w", s.m.Disks()[ch.disk].Name(), ch.off, err)
+					readErr.CompareAndSwap(nil, &err)
+					cancel()
+					return
+				}
+				select {
+				case chunks <- ch:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
-	return end, ctx.Err()
+	go func() {
+		readers.Wait()
+		close(chunks)
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ch := range chunks {
+				var n int
+				var err error
+				for from := 0; from < len(ch.data) && err == nil && ctx.Err() == nil; from += copyChunk {
+					var k int
+					k, err = s.sendCopy(c, ch.disk, ch.off+int64(from), ch.data[from:min(from+copyChunk, len(ch.data))], diff.zeroDisks[ch.disk], packers[i], &ends[i])
+					n += k
+				}
+				free <- ch.data[:cap(ch.data)]
+				if err != nil {
+					errs[i] = err
+					cancel()
+				}
+				if ctx.Err() != nil { // this sender failed, or another, or a read
+					return
+				}
+				s.copyLeft.Add(-int64(len(ch.data)))
+				s.mu.Lock()
+				s.st.SentBytes += uint64(n)
+				s.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := readErr.Load(); err != nil {
+		return ends, *err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return ends, err
+	}
+	return ends, ctx.Err()
 }
 
-// sendCopy sends one chunk read at off as runs: data, and zeros (skipped
-// when the replica's disk is known to be zeros). It returns the bytes put
-// on the stream.
-func (s *shipper) sendCopy(c *wire.Conn, disk int, off int64, data []byte, remoteZero bool, end *wire.CopyEnd) (int, error) {
+// sendCopy sends one chunk read at off as runs: data (compressed by z when
+// it is not nil and that pays), and zeros (skipped when the replica's disk
+// is known to be zeros). It returns the bytes put on the stream.
+func (s *shipper) sendCopy(c *wire.Conn, disk int, off int64, data []byte, remoteZero bool, z *copyPacker, end *wire.CopyEnd) (int, error) {
 	sent := 0
 	send := func(from, to int, zero bool) error {
 		h := wire.CopyHeader{Disk: uint32(disk), Offset: uint64(off) + uint64(from), Length: uint64(to - from)}
@@ -116,9 +167,14 @@ func (s *shipper) sendCopy(c *wire.Conn, disk int, off int64, data []byte, remot
 			h.Flags = wire.CopyZero
 			err = c.Send(wire.TypeCopy, h.Header())
 			sent += wire.CopyHeaderSize
+		} else if p, compressed := z.pack(h, data[from:to]); p != nil {
+			err = c.Send(wire.TypeCopy, p)
+			sent += len(p)
+			z.sent(compressed, h.Length)
 		} else {
 			err = c.SendParts(wire.TypeCopy, h.Header(), data[from:to])
 			sent += wire.CopyHeaderSize + to - from
+			z.sent(compressed, h.Length)
 		}
 		end.Frames++
 		end.Bytes += h.Length
@@ -178,3 +234,62 @@ func readAt(f io.ReaderAt, direct *os.File, p []byte, off int64) error {
 // directAlign is the alignment of offset, length and memory an O_DIRECT
 // read needs.
 const directAlign = 4096
+
+// copyPacker compresses the Copy frames of a copy tunnel as the process
+// server's offer says: the process server cannot, as the tunnel's bytes
+// are encrypted for the master target (it compresses the Copy frames it
+// forwards itself the same way). With "auto" a segpack.CopyTuner decides
+// by measuring.
+type copyPacker struct {
+	adaptive bool
+	tuner    segpack.CopyTuner
+	enc      *zstd.Encoder
+	buf      []byte
+}
+
+// newCopyPacker returns the packer for a tunnel offer's compression, nil
+// for none.
+func newCopyPacker(compression string) (*copyPacker, error) {
+	level, adaptive, err := segpack.ParseCompression(compression)
+	if err != nil {
+		return nil, fmt.Errorf("copy tunnel compression: %w", err)
+	}
+	if level == segpack.LevelNone {
+		return nil, nil
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level.ZstdLevel()), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	return &copyPacker{adaptive: adaptive, enc: enc}, nil
+}
+
+// pack returns the Copy frame of data at h compressed, or nil when it
+// is not to be compressed now or did not get smaller; compressed says
+// whether compression was tried (for sent).
+func (z *copyPacker) pack(h wire.CopyHeader, data []byte) (p []byte, compressed bool) {
+	if z == nil || (z.adaptive && !z.tuner.Compress()) {
+		return nil, false
+	}
+	hz := h
+	hz.Flags = wire.CopyZstd
+	z.buf = z.enc.EncodeAll(data, append(z.buf[:0], hz.Header()...))
+	if len(z.buf) >= wire.CopyHeaderSize+len(data) {
+		return nil, true
+	}
+	return z.buf, true
+}
+
+// sent records a frame of n disk bytes sent, compressed or not.
+func (z *copyPacker) sent(compressed bool, n uint64) {
+	if z != nil && z.adaptive {
+		z.tuner.Sent(compressed, int64(n))
+	}
+}
+
+// close releases the encoder.
+func (z *copyPacker) close() {
+	if z != nil {
+		z.enc.Close()
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/standby-dr/standby/internal/control"
@@ -23,6 +25,9 @@ type peer struct {
 	// tls builds the configuration at each dial: a managed agent reads
 	// its joined identity again, so that a renewal takes effect.
 	tls func() (*tls.Config, error)
+	// tunnelTLS builds the configuration of a copy tunnel's TLS session
+	// with the master target the process server's offer names.
+	tunnelTLS func(t *wire.Tunnel) (*tls.Config, error)
 }
 
 // staticPeer is the replication section's process server.
@@ -31,7 +36,15 @@ func staticPeer(r *ReplicationConfig) (*peer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: %w", err)
 	}
-	return &peer{addr: r.ProcessServer, tls: func() (*tls.Config, error) { return tc, nil }}, nil
+	return &peer{addr: r.ProcessServer, tls: func() (*tls.Config, error) { return tc, nil },
+		tunnelTLS: func(t *wire.Tunnel) (*tls.Config, error) {
+			if t.ServerName == "" {
+				return nil, fmt.Errorf("the offer names no server name for the master target")
+			}
+			c := tc.Clone()
+			c.ServerName = t.ServerName
+			return c, nil
+		}}, nil
 }
 
 // managedPeer is a process server the configuration server named: the
@@ -46,6 +59,16 @@ func managedPeer(addr, id, dir string, revoked *trust.RevocationSet) *peer {
 			return nil, err
 		}
 		v := &trust.Verifier{Roots: l.Roots, Roles: []control.Role{control.RoleProcess}, ID: id, Usage: x509.ExtKeyUsageServerAuth, Revoked: revoked.Revoked}
+		return v.ClientConfig(l.Cert), nil
+	}, tunnelTLS: func(t *wire.Tunnel) (*tls.Config, error) {
+		if t.Target == "" {
+			return nil, fmt.Errorf("the offer names no master target identity")
+		}
+		l, err := trust.Load(dir)
+		if err != nil {
+			return nil, err
+		}
+		v := &trust.Verifier{Roots: l.Roots, Roles: []control.Role{control.RoleTarget}, ID: t.Target, Usage: x509.ExtKeyUsageServerAuth, Revoked: revoked.Revoked}
 		return v.ClientConfig(l.Cert), nil
 	}}
 }
@@ -170,6 +193,48 @@ func (s *shipper) dial(ctx context.Context, stream string) (*wire.Conn, error) {
 	if c.Peer.Role != "process" {
 		c.Close()
 		return nil, fmt.Errorf("connect %s: %w: expected a process server, it says it is a %q", p.addr, wire.ErrPeerRole, c.Peer.Role)
+	}
+	return c, nil
+}
+
+// openTunnel opens the copy tunnel the process server offered: a
+// connection to it that starts with the ticket, then TLS with the master
+// target, whose certificate must be the one the offer names.
+func (s *shipper) openTunnel(ctx context.Context, t *wire.Tunnel) (*wire.Conn, error) {
+	p := s.currentPeer()
+	if p == nil || p.tunnelTLS == nil {
+		return nil, fmt.Errorf("no process server to open a copy tunnel through")
+	}
+	tc, err := p.tunnelTLS(t)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{KeepAlive: 15 * time.Second, Timeout: 10 * time.Second}
+	network := "tcp"
+	if strings.HasPrefix(p.addr, "/") {
+		network = "unix"
+	}
+	nc, err := d.DialContext(ctx, network, p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := wire.WriteTunnelPreamble(nc, t.Ticket); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	h := wire.Hello{Role: "agent", Stream: wire.StreamCopy, Name: s.a.cfg.Machine}
+	o := wire.Options{PeerRole: "target"}
+	if p.id != "" {
+		o.PeerRole = "" // the TLS configuration checked the identity (see dial)
+	}
+	c, err := wire.Client(ctx, nc, tc, h, o)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if c.Peer.Role != "target" {
+		c.Close()
+		return nil, fmt.Errorf("%w: the copy tunnel ends at a %q, not a master target", wire.ErrPeerRole, c.Peer.Role)
 	}
 	return c, nil
 }

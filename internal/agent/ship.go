@@ -537,19 +537,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	defer mark(nil)
 	// The comparison can take a while (a drain, hashing the disks): keep
 	// the data stream alive meanwhile.
-	pingCtx, stopPing := context.WithCancel(ctx)
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-pingCtx.Done():
-				return
-			case <-t.C:
-				c.Send(wire.TypePing, nil)
-			}
-		}
-	}()
+	stopPing := keepAlive(ctx, c)
 	diff, err := s.compare(ctx)
 	stopPing()
 	if err != nil {
@@ -557,7 +545,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	}
 	total := diff.bytes()
 	s.a.log.Info("compared with the replica", "state", state, "differing_bytes", total, "ranges", len(diff.exts), "from_seq", pos0.Seq)
-	if err := c.SendJSON(wire.TypeRebase, wire.Rebase{Pos: pos0, Epoch: s.m.Stats().Epoch, Copy: total > 0}); err != nil {
+	if err := c.SendJSON(wire.TypeRebase, wire.Rebase{Pos: pos0, Epoch: s.m.Stats().Epoch, Copy: total > 0, Tunnel: total > 0}); err != nil {
 		return pos0, err
 	}
 	a, err := expectAck(c, func(a wire.Ack) bool { return a.Rebased })
@@ -568,7 +556,7 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	if total > 0 && a.Copy {
 		mode = "copy"
 		s.set(func(st *ReplicationStatus) { st.ResyncBytes, st.ResyncMode = total, mode })
-		end, err := s.copy(ctx, c, diff)
+		end, err := s.copyVia(ctx, c, a.Tunnel, diff)
 		// The first consistent point must follow the last read of the
 		// copy: only now may capture bookmark again.
 		if merr := mark(nil); err == nil {
@@ -599,6 +587,99 @@ func (s *shipper) resync(ctx context.Context, c *wire.Conn, op wire.Opened) (jou
 	s.mu.Unlock()
 	return pos0, nil
 }
+
+// copyVia sends the copy through the copy tunnel the servers offered, or
+// on the data stream c when they offered none or the tunnel cannot be
+// opened. A tunnel has Streams connections (each its own TLS session:
+// the encryption of one runs beside the other's); c is kept alive with
+// pings meanwhile, and each connection's end is confirmed on it (every
+// frame it carried is written) before the caller's CopyEnd on c, which
+// makes the copy durable. It returns what all carried together.
+func (s *shipper) copyVia(ctx context.Context, c *wire.Conn, offer *wire.Tunnel, diff difference) (wire.CopyEnd, error) {
+	var total wire.CopyEnd
+	if offer == nil {
+		ends, err := s.copy(ctx, []*wire.Conn{c}, diff, []*copyPacker{nil})
+		return ends[0], err
+	}
+	n := min(max(offer.Streams, 1), maxTunnelStreams)
+	conns := make([]*wire.Conn, 0, n)
+	defer func() {
+		for _, tc := range conns {
+			tc.Close()
+		}
+	}()
+	for len(conns) < n {
+		tc, err := s.openTunnel(ctx, offer)
+		if err != nil {
+			if len(conns) > 0 {
+				s.a.log.Warn("copy tunnel stream not opened; going on with fewer", "streams", len(conns), "err", err)
+				break
+			}
+			s.a.log.Warn("copy tunnel not opened; copying through the process server", "err", err)
+			ends, err := s.copy(ctx, []*wire.Conn{c}, diff, []*copyPacker{nil})
+			return ends[0], err
+		}
+		conns = append(conns, tc)
+	}
+	packers := make([]*copyPacker, len(conns))
+	for i := range packers {
+		z, err := newCopyPacker(offer.Compression)
+		if err != nil {
+			s.a.log.Warn("copying uncompressed", "err", err) // a newer process server's setting
+		}
+		defer z.close()
+		packers[i] = z
+	}
+	s.a.log.Info("copying through a copy tunnel", "streams", len(conns), "compression", offer.Compression)
+	defer keepAlive(ctx, append([]*wire.Conn{c}, conns...)...)()
+	stop := context.AfterFunc(ctx, func() {
+		for _, tc := range conns {
+			tc.Close()
+		}
+	})
+	defer stop()
+	ends, err := s.copy(ctx, conns, diff, packers)
+	if err != nil {
+		return total, err
+	}
+	for i, tc := range conns {
+		if err := tc.SendJSON(wire.TypeCopyEnd, ends[i]); err != nil {
+			return total, err
+		}
+		total.Frames += ends[i].Frames
+		total.Bytes += ends[i].Bytes
+	}
+	for _, tc := range conns {
+		if _, err := expectAck(tc, func(a wire.Ack) bool { return a.Copied }); err != nil {
+			return total, fmt.Errorf("copy tunnel end: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// keepAlive pings conns every 2 s, so that a peer's idle timeout does not
+// end them while nothing else is sent on them, until stop is called.
+func keepAlive(ctx context.Context, conns ...*wire.Conn) (stop func()) {
+	ctx, stop = context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, c := range conns {
+					c.Send(wire.TypePing, nil)
+				}
+			}
+		}
+	}()
+	return stop
+}
+
+// maxTunnelStreams bounds the connections of one copy tunnel.
+const maxTunnelStreams = 4
 
 // expectAck reads Acks until one satisfies done (the server's heartbeats
 // come in between).

@@ -44,6 +44,8 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 	c.SetIdleTimeout(30 * time.Second)
 	var copying bool // the last rebase started copy gen
 	var gen uint64
+	forget := func() {} // the last rebase's tunnel offer
+	defer func() { forget() }()
 	rb := copyBufs.Get().(*[]byte) // the receive buffer; a Copy frame takes it along
 	defer func() { copyBufs.Put(rb) }()
 	for {
@@ -72,10 +74,14 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 			if err := wire.Decode(t, p, &r); err != nil {
 				return err
 			}
+			r.Tunnel = r.Tunnel && !s.o.NoTunnel // the agent asks; this server may not relay
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			var err error
-			copying, gen, err = f.requestRebase(rctx, r)
+			rb, err := f.requestRebase(rctx, r)
 			rcancel()
+			copying, gen = rb.copy, rb.gen
+			forget()
+			var offer *wire.Tunnel
+			offer, forget = s.offerTunnel(ctx, f, rb.tunnel)
 			if err != nil {
 				var we *wire.Error
 				if !errors.As(err, &we) {
@@ -84,9 +90,12 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				c.SendError(we)
 				return err
 			}
-			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq, "copy", copying)
+			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq, "copy", copying, "tunnel", offer != nil)
 			a := s.ack(f, true)
 			a.Copy = copying
+			if copying && r.Tunnel {
+				a.Tunnel = offer
+			}
 			if err := c.SendJSON(wire.TypeAck, a); err != nil {
 				return err
 			}

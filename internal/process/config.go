@@ -42,6 +42,11 @@ type Config struct {
 	// best; or auto (fastest, skipped while the compressor is the
 	// bottleneck).
 	Compression string `yaml:"compression"`
+	// Copies is how initial copies cross this server: tunnel (the agent's
+	// TLS session with the master target, relayed encrypted; the agent
+	// compresses) or relay (Copy frames this server decrypts, compresses
+	// and sends on). Default tunnel.
+	Copies string `yaml:"copies"`
 	// Status is an optional HTTP listener for /status and /metrics.
 	Status   string `yaml:"status,omitempty"`
 	LogLevel string `yaml:"log_level"`
@@ -49,7 +54,7 @@ type Config struct {
 
 // Defaults returns the defaulted fields.
 func Defaults() Config {
-	return Config{BandwidthLimit: "off", Compression: "auto", LogLevel: "info"}
+	return Config{BandwidthLimit: "off", Compression: "auto", Copies: "tunnel", LogLevel: "info"}
 }
 
 // LoadConfig reads a YAML file over the defaults; unknown fields are errors.
@@ -91,6 +96,9 @@ func (c *Config) Validate() error {
 	if _, err := segpack.ParseLevel(c.Compression); err != nil && c.Compression != "auto" {
 		bad("compression: %v, or auto", err)
 	}
+	if c.Copies != "tunnel" && c.Copies != "relay" {
+		bad("copies: %q: want tunnel or relay", c.Copies)
+	}
 	if err := config.CheckLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
@@ -102,7 +110,7 @@ func (c *Config) Options() (Options, error) {
 	if err := c.Validate(); err != nil {
 		return Options{}, fmt.Errorf("process server configuration:\n%w", err)
 	}
-	o := Options{CacheDir: c.CacheDir, Target: c.MasterTarget}
+	o := Options{CacheDir: c.CacheDir, Target: c.MasterTarget, NoTunnel: c.Copies == "relay"}
 	o.Quota, _ = units.ParseSize(c.CacheQuota)
 	o.Bandwidth, _ = units.ParseRate(c.BandwidthLimit)
 	if c.Compression == "auto" {

@@ -21,7 +21,7 @@ func TestInvalidConfigs(t *testing.T) {
 		want []string
 	}{
 		{"no-quota.yaml", []string{"cache_quota: required"}},
-		{"bad-values.yaml", []string{"listen:", "cache_quota:", "master_target:", "tls.key: required", "tls.ca: required", "bandwidth_limit:", "compression:"}},
+		{"bad-values.yaml", []string{"listen:", "cache_quota:", "master_target:", "tls.key: required", "tls.ca: required", "bandwidth_limit:", "compression:", "copies: \"direct\": want tunnel or relay"}},
 	} {
 		c, err := LoadConfig("testdata/" + tc.file)
 		if err == nil {

@@ -31,7 +31,7 @@ type copyOp struct {
 	done    chan error
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20+wire.CopyHeaderSize); return &b }}
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, wire.CopyFrameData+wire.CopyHeaderSize); return &b }}
 
 // queueCopy queues a Copy frame's payload (which the queue then owns, and
 // returns to copyBufs once sent) or, with end set, the CopyEnd of copy
@@ -107,7 +107,7 @@ func (f *forwarder) sendCopy(ctx context.Context, c *wire.Conn, payload []byte) 
 		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	}
 	out := payload
-	compress := h.Flags == 0 && f.p.o.Pack.Level != segpack.LevelNone && (!f.p.o.Adaptive || f.tuner.compress())
+	compress := h.Flags == 0 && f.p.o.Pack.Level != segpack.LevelNone && (!f.p.o.Adaptive || f.tuner.Compress())
 	if compress {
 		z, err := f.zstd()
 		if err != nil {
@@ -130,7 +130,7 @@ func (f *forwarder) sendCopy(ctx context.Context, c *wire.Conn, payload []byte) 
 	}
 	in := len(payload)
 	if h.Flags&wire.CopyZero == 0 {
-		f.tuner.sent(compress, int64(h.Length))
+		f.tuner.Sent(compress, int64(h.Length))
 	}
 	f.p.counters.add(in, len(out))
 	f.update(func() {
@@ -176,76 +176,4 @@ func (f *forwarder) zstd() (*zstd.Encoder, error) {
 		f.enc = enc
 	}
 	return f.enc, nil
-}
-
-// copyTuner decides whether Copy frames are compressed (`compression:
-// auto`) by measuring instead of modelling: a copy is one long backlog,
-// and whether zstd speeds it up depends on where its bottleneck is (a slow
-// link: it does; the master target's disk or this server's CPU: it does
-// not). It alternates windows of frames sent compressed and plain, and
-// keeps the mode that moved more disk bytes per second, preferring
-// compression unless plain is clearly faster (it saves WAN bytes); it
-// measures again every tuneEvery frames.
-type copyTuner struct {
-	frames  int              // since the last decision
-	decided bool             // mode holds until frames reaches tuneEvery
-	mode    bool             // the decision: compress
-	win     [2]tuneWin       // [0] plain, [1] compressed
-	now     func() time.Time // nil: time.Now (tests set a clock)
-}
-
-type tuneWin struct {
-	n     int
-	bytes int64
-	start time.Time
-	rate  float64 // bytes/s, once the window is full
-}
-
-const (
-	tuneWindow = 16  // frames per measuring window
-	tuneEvery  = 512 // frames between measurements
-	tuneMargin = 1.2 // plain must be this much faster to win
-)
-
-// compress says whether to compress the next frame.
-func (t *copyTuner) compress() bool {
-	if t.decided {
-		return t.mode
-	}
-	return t.win[1].n < tuneWindow // compressed window first, then plain
-}
-
-// sent records a frame of n disk bytes sent, compressed or not.
-func (t *copyTuner) sent(compressed bool, n int64) {
-	now := time.Now()
-	if t.now != nil {
-		now = t.now()
-	}
-	if t.decided {
-		if t.frames++; t.frames >= tuneEvery {
-			*t = copyTuner{now: t.now}
-		}
-		return
-	}
-	w := &t.win[0]
-	if compressed {
-		w = &t.win[1]
-	}
-	if w.n == 0 {
-		w.start = now
-	}
-	w.n++
-	w.bytes += n
-	if w.n < tuneWindow {
-		return
-	}
-	// The window's rate: its bytes after the first frame over the time
-	// from the first frame's send to the last's.
-	if secs := now.Sub(w.start).Seconds(); secs > 0 {
-		w.rate = float64(w.bytes) * float64(w.n-1) / float64(w.n) / secs
-	}
-	if t.win[0].n >= tuneWindow && t.win[1].n >= tuneWindow {
-		t.decided, t.frames = true, 0
-		t.mode = t.win[0].rate < tuneMargin*t.win[1].rate
-	}
 }

@@ -34,10 +34,10 @@ type forwarder struct {
 	changed    chan struct{} // closed and replaced on every state change
 	stats      forwardStats
 
-	ad    adaptive      // used by the session loop only
-	enc   *zstd.Encoder // Copy frames' compressor (session loop only)
-	tuner copyTuner     // whether Copy frames are compressed (session loop only)
-	zbuf  []byte        // a compressed Copy frame (session loop only)
+	ad    adaptive          // used by the session loop only
+	enc   *zstd.Encoder     // Copy frames' compressor (session loop only)
+	tuner segpack.CopyTuner // whether Copy frames are compressed (session loop only)
+	zbuf  []byte            // a compressed Copy frame (session loop only)
 
 	wake    chan struct{}  // a segment was spooled
 	rebase  chan *rebaseOp // served by a connected session
@@ -56,14 +56,16 @@ type forwardStats struct {
 	ZeroBytes    uint64 `json:"zero_bytes_eliminated"`
 	DedupBytes   uint64 `json:"dedup_bytes"`
 	CopyFrames   uint64 `json:"copy_frames"`
+	TunnelBytes  uint64 `json:"tunnel_bytes"` // relayed through copy tunnels (tunnel.go), encrypted end to end
 	Reconnects   uint64 `json:"reconnects"`
 }
 
 type rebaseOp struct {
-	r    wire.Rebase
-	done chan error
-	copy bool   // set by the session before done: the master target takes a copy
-	gen  uint64 // and the copy's generation
+	r      wire.Rebase
+	done   chan error
+	copy   bool         // set by the session before done: the master target takes a copy
+	gen    uint64       // and the copy's generation
+	tunnel *wire.Tunnel // and the master target's tunnel ticket, if it offered one
 }
 
 func newForwarder(p *Server, op wire.Open) *forwarder {
@@ -306,8 +308,8 @@ func (f *forwarder) doRebase(ctx context.Context, c *wire.Conn, s *sendState, rb
 	if r.Copy && a.Copy {
 		f.update(func() { f.copyGen, f.copyErr = f.copyGen+1, nil })
 		s.copying, s.copyGen = true, f.copyGen
-		rb.copy, rb.gen = true, s.copyGen
-		f.tuner = copyTuner{}
+		rb.copy, rb.gen, rb.tunnel = true, s.copyGen, a.Tunnel
+		f.tuner = segpack.CopyTuner{}
 	}
 	return nil
 }
@@ -448,19 +450,19 @@ func (f *forwarder) drain(ctx context.Context) (journal.Pos, error) {
 	}
 }
 
-// requestRebase hands a rebase to the connected session and says whether
-// the master target takes a copy, and which.
-func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (copy bool, gen uint64, err error) {
+// requestRebase hands a rebase to the connected session; the op says
+// whether the master target takes a copy, which, and its tunnel ticket.
+func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (*rebaseOp, error) {
 	op := &rebaseOp{r: r, done: make(chan error, 1)}
 	select {
 	case f.rebase <- op:
 	case <-ctx.Done():
-		return false, 0, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+		return op, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
 	}
 	select {
 	case err := <-op.done:
-		return op.copy, op.gen, err
+		return op, err
 	case <-ctx.Done():
-		return false, 0, ctx.Err()
+		return op, ctx.Err()
 	}
 }

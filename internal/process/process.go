@@ -63,6 +63,10 @@ type Options struct {
 	// (adaptive.go; Pack.Level says how hard it compresses otherwise).
 	Adaptive bool
 	Window   int // segments in flight to the target per machine; 0 means 8
+	// NoTunnel makes copies pass through this server as Copy frames it
+	// decrypts, compresses and forwards, instead of copy tunnels it
+	// relays encrypted (tunnel.go).
+	NoTunnel bool
 	Name     string
 	Logger   *slog.Logger
 	// Control, when set, is managed mode (control.go): the agents'
@@ -84,6 +88,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	forwarders map[string]*forwarder
+	tunnels    map[string]*tunnelRoute // offered to agents, by ticket (tunnel.go)
 	counters   counters
 
 	ctx    context.Context
@@ -248,6 +253,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 }
 
 func (s *Server) handle(nc net.Conn) {
+	nc, ticket, err := wire.SniffTunnel(nc, 10*time.Second)
+	if err != nil {
+		s.log.Debug("handshake", "err", err)
+		return
+	}
+	if ticket != "" {
+		if err := s.relayTunnel(nc, ticket); err != nil {
+			s.log.Warn("copy tunnel refused", "peer", nc.RemoteAddr(), "err", err)
+		}
+		return
+	}
 	tc := s.o.TLS
 	var peer *trust.Identity
 	if s.mgd != nil {

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/standby-dr/standby/internal/journal"
 )
@@ -99,21 +100,62 @@ func (r *Replica) beginCopy(st *state, dropped []logEntry) error {
 // The write is buffered (writeback is started every 32 MiB or so) and
 // durable only after EndCopy.
 func (r *Replica) WriteCopy(ctx context.Context, disk int, off int64, data []byte) error {
-	n := int64(len(data))
-	return r.copyOp(ctx, "write", disk, off, n, func(im image) error {
-		if f := r.direct.file(r.log, im.f, disk, false); f != nil && directAligned(data, off) {
-			_, err := f.WriteAt(data, off)
+	return r.WriteCopies(ctx, []CopyWrite{{Disk: disk, Off: off, Data: data}})
+}
+
+// CopyWrite is one run of a copy for WriteCopies.
+type CopyWrite struct {
+	Disk int
+	Off  int64
+	Data []byte
+}
+
+// WriteCopies is WriteCopy of several runs of disjoint ranges, checked
+// first and then written at once: the writes that bypass the page cache
+// are all outstanding together (a deeper queue for the disk than one
+// write at a time). It fails without writing anything if a run is
+// refused; on a failed write, current holds some of the runs.
+func (r *Replica) WriteCopies(ctx context.Context, ws []CopyWrite) error {
+	r.wmu.Lock() // a copy never overlaps EndCopy, Rebase or Apply
+	defer r.wmu.Unlock()
+	cur, err := r.copying(ctx, "replica copy write")
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if err := checkCopyRange(cur, "replica copy write", w.Disk, w.Off, int64(len(w.Data))); err != nil {
 			return err
 		}
-		if err := im.b.WriteAt(ctx, data, off, false); err != nil {
-			return err
+	}
+	r.curMu.Lock()
+	defer r.curMu.Unlock()
+	defer r.generation.Add(1) // even after an error: part of it may have landed
+	errs := make([]error, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		im := r.cur[w.Disk]
+		if f := r.direct.file(r.log, im.f, w.Disk, false); f != nil && directAligned(w.Data, w.Off) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = f.WriteAt(w.Data, w.Off)
+			}()
+			continue
 		}
-		if r.unsynced[disk] += n; r.unsynced[disk] >= writebackEvery {
-			r.unsynced[disk] = 0
-			startWriteback(im.f)
+		if errs[i] = im.b.WriteAt(ctx, w.Data, w.Off, false); errs[i] == nil {
+			if r.unsynced[w.Disk] += int64(len(w.Data)); r.unsynced[w.Disk] >= writebackEvery {
+				r.unsynced[w.Disk] = 0
+				startWriteback(im.f)
+			}
 		}
-		return nil
-	})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("replica copy write: disk %s at %d: %w", cur.Disks[ws[i].Disk].Name, ws[i].Off, err)
+		}
+	}
+	return nil
 }
 
 // ZeroCopy makes [off, off+n) of disk read as zeros in current (a punched
@@ -130,21 +172,12 @@ func (r *Replica) ZeroCopy(ctx context.Context, disk int, off, n int64) error {
 func (r *Replica) copyOp(ctx context.Context, what string, disk int, off, n int64, do func(image) error) error {
 	r.wmu.Lock() // a copy never overlaps EndCopy, Rebase or Apply
 	defer r.wmu.Unlock()
-	cur, err := r.snapshot(true)
+	cur, err := r.copying(ctx, "replica copy "+what)
 	if err != nil {
-		return fmt.Errorf("replica copy %s: %w", what, err)
+		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("replica copy %s: %w", what, err)
-	}
-	if !cur.Copying {
-		return fmt.Errorf("replica copy %s: machine %s: %w", what, cur.MachineID, ErrNotCopying)
-	}
-	if disk < 0 || disk >= len(cur.Disks) {
-		return fmt.Errorf("replica copy %s: %w: disk %d, the machine has %d", what, ErrDiskRange, disk, len(cur.Disks))
-	}
-	if d := cur.Disks[disk]; off < 0 || n < 0 || off > d.Size-n {
-		return fmt.Errorf("replica copy %s: %w: %d+%d, disk %s has %d bytes", what, ErrDiskRange, off, n, d.Name, d.Size)
+	if err := checkCopyRange(cur, "replica copy "+what, disk, off, n); err != nil {
+		return err
 	}
 	if n == 0 {
 		return nil
@@ -167,15 +200,9 @@ func (r *Replica) copyOp(ctx context.Context, what string, disk int, off, n int6
 func (r *Replica) EndCopy(ctx context.Context) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	cur, err := r.snapshot(true)
+	cur, err := r.copying(ctx, "replica end copy")
 	if err != nil {
-		return fmt.Errorf("replica end copy: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("replica end copy: %w", err)
-	}
-	if !cur.Copying {
-		return fmt.Errorf("replica end copy: machine %s: %w", cur.MachineID, ErrNotCopying)
+		return err
 	}
 	if err := syncImages(r.cur); err != nil {
 		return r.fail(fmt.Errorf("replica end copy: %w", err))
@@ -194,5 +221,34 @@ func (r *Replica) EndCopy(ctx context.Context) error {
 	r.curMu.Unlock()
 	r.generation.Add(1)
 	r.log.Info("replica: copy ended", "machine", st.MachineID, "seq", st.Applied.Seq)
+	return nil
+}
+
+// copying returns the replica's state if a copy is under way (else
+// ErrNotCopying) and ctx is not done; errors start with what. Called with
+// wmu held.
+func (r *Replica) copying(ctx context.Context, what string) (*state, error) {
+	cur, err := r.snapshot(true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if !cur.Copying {
+		return nil, fmt.Errorf("%s: machine %s: %w", what, cur.MachineID, ErrNotCopying)
+	}
+	return cur, nil
+}
+
+// checkCopyRange refuses a copy of n bytes at off of disk that does not
+// lie inside the disk (ErrDiskRange).
+func checkCopyRange(cur *state, what string, disk int, off, n int64) error {
+	if disk < 0 || disk >= len(cur.Disks) {
+		return fmt.Errorf("%s: %w: disk %d, the machine has %d", what, ErrDiskRange, disk, len(cur.Disks))
+	}
+	if d := cur.Disks[disk]; off < 0 || n < 0 || off > d.Size-n {
+		return fmt.Errorf("%s: %w: %d+%d, disk %s has %d bytes", what, ErrDiskRange, off, n, d.Name, d.Size)
+	}
 	return nil
 }

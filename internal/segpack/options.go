@@ -121,3 +121,14 @@ func ParseLevel(s string) (Level, error) {
 	}
 	return 0, fmt.Errorf("%w: compression level %q: want one of %s", ErrOptions, s, levelNames())
 }
+
+// ParseCompression parses a compression setting as configurations and
+// copy tunnel offers name it: "auto" (LevelFastest, skipped where it does
+// not pay) or a level's name ("none" is off).
+func ParseCompression(s string) (l Level, adaptive bool, err error) {
+	if s == "auto" {
+		return LevelFastest, true, nil
+	}
+	l, err = ParseLevel(s)
+	return l, false, err
+}

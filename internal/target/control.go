@@ -47,6 +47,8 @@ type managed struct {
 	revoked *trust.RevocationSet
 	joined  *manage.Joined
 	tls     *tls.Config
+	// tunnelTLS is the TLS of copy tunnels: agents' certificates.
+	tunnelTLS *tls.Config
 }
 
 // newManaged loads the joined identity and builds the listener's TLS:
@@ -60,6 +62,9 @@ func newManaged(o Control) (*managed, error) {
 	l := j.Local
 	m := &managed{o: o, local: l, live: j.Live, comp: j.Comp, revoked: &j.Revoked, joined: j}
 	m.tls = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleProcess}, m.revoked.Revoked))
+	// A copy tunnel's TLS session is the agent's (tunnel.go); a master
+	// target is the agent of the machines it failed over.
+	m.tunnelTLS = m.live.Serve(trust.ServerTLS(l.Roots, l.Cert, []control.Role{control.RoleAgent, control.RoleTarget}, m.revoked.Revoked))
 	return m, nil
 }
 

@@ -91,14 +91,30 @@ func (t *Target) serveData(c *wire.Conn) error {
 		}
 	}()
 	items := make(chan streamItem, 8)
-	go t.readStream(ctx, c, items)
+	go t.readStream(ctx, c, items, nil)
 	var cp *copyProgress // a copy this stream's rebase started
+	var tn *tunnel       // and the tunnel it may come through
+	defer func() { t.dropTunnel(tn) }()
+	var next *streamItem // taken from a channel while batching, not yet handled
 	for {
 		var it streamItem
-		select {
-		case it = <-items:
-		case <-ctx.Done():
-			return ctx.Err()
+		var tunneled chan streamItem
+		if tn != nil {
+			tunneled = tn.items
+		}
+		if next != nil {
+			it, next = *next, nil
+		} else {
+			select {
+			case it = <-items:
+			case it = <-tunneled:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if it.tunnel != nil && it.err != nil {
+			t.tunnelFailed(m, it)
+			continue
 		}
 		for it.seg != nil {
 			// A backlog is applied as one batch: one image fsync and one
@@ -143,6 +159,8 @@ func (t *Target) serveData(c *wire.Conn) error {
 		case it.rebase != nil:
 			r := it.rebase
 			cp = nil
+			t.dropTunnel(tn)
+			tn = nil
 			err := replica.ErrHasPoints
 			if r.Copy {
 				err = m.rep.BeginCopy(ctx, r.Pos, r.Epoch)
@@ -156,21 +174,59 @@ func (t *Target) serveData(c *wire.Conn) error {
 				c.SendError(t.classify(err, m))
 				return err
 			}
-			t.log.Info("rebased: resynchronisation in progress", "machine", m.id, "seq", r.Pos.Seq, "epoch", r.Epoch, "copy", cp != nil)
-			if err := ack(true, func(a *wire.Ack) { a.Copy = cp != nil }); err != nil {
+			if cp != nil && r.Tunnel {
+				tn = t.issueTunnel(ctx, m)
+			}
+			t.log.Info("rebased: resynchronisation in progress", "machine", m.id, "seq", r.Pos.Seq, "epoch", r.Epoch, "copy", cp != nil, "tunnel", tn != nil)
+			if err := ack(true, func(a *wire.Ack) {
+				a.Copy = cp != nil
+				if tn != nil {
+					a.Tunnel = &wire.Tunnel{Ticket: tn.ticket, Streams: tunnelStreams}
+				}
+			}); err != nil {
 				return err
 			}
 		case it.copy != nil:
-			if err := t.applyCopy(ctx, m, cp, it); err != nil {
-				c.SendError(t.classify(err, m))
+			// Copy frames waiting already are written together (a deeper
+			// queue for the disk), up to copyBatch of them.
+			batch := []streamItem{it}
+			for len(batch) < copyBatch && it.copy.Flags&wire.CopyZero == 0 {
+				var more streamItem
+				got := true
+				select {
+				case more = <-items:
+				case more = <-tunneled:
+				default:
+					got = false
+				}
+				if got && (more.copy == nil || more.copy.Flags&wire.CopyZero != 0) {
+					next = &more
+				}
+				if next != nil || !got {
+					break
+				}
+				batch = append(batch, more)
+			}
+			if err := t.applyCopies(ctx, m, cp, batch); err != nil {
+				we := t.classify(err, m)
+				for _, it := range batch {
+					if it.tunnel != nil {
+						it.tunnel.c.SendError(we)
+					}
+				}
+				c.SendError(we)
 				return err
 			}
+		case it.copyEnd != nil && it.tunnel != nil:
+			t.tunnelEnd(it)
 		case it.copyEnd != nil:
 			if err := t.endCopy(ctx, m, cp, *it.copyEnd); err != nil {
 				c.SendError(t.classify(err, m))
 				return err
 			}
 			cp = nil
+			t.dropTunnel(tn)
+			tn = nil
 			if err := ack(false, func(a *wire.Ack) { a.Copied = true }); err != nil {
 				return err
 			}
@@ -196,6 +252,7 @@ type streamItem struct {
 	copyEnd *wire.CopyEnd
 	err     error
 	reply   *wire.Error
+	tunnel  *tunnelConn // the copy tunnel connection the item came through; nil on the data stream
 }
 
 // Copy frames are received into frameBufs, whose slices start 24 bytes
@@ -204,10 +261,10 @@ type streamItem struct {
 // frame's data is decompressed into dataBufs, aligned at their start.
 var (
 	frameBufs = sync.Pool{New: func() any {
-		b := make([]byte, 4096+wire.CopyHeaderSize+1<<20)[4096-wire.CopyHeaderSize:]
+		b := make([]byte, 4096+wire.CopyHeaderSize+wire.CopyFrameData)[4096-wire.CopyHeaderSize:]
 		return &b
 	}}
-	dataBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+	dataBufs = sync.Pool{New: func() any { b := make([]byte, 0, wire.CopyFrameData); return &b }}
 )
 
 // copyProgress counts a copy's frames against its CopyEnd.
@@ -215,30 +272,46 @@ type copyProgress struct {
 	frames, bytes uint64
 }
 
-// applyCopy writes one Copy frame into the replica.
-func (t *Target) applyCopy(ctx context.Context, m *machine, cp *copyProgress, it streamItem) error {
-	h := *it.copy
-	if it.buf != nil {
-		defer it.pool.Put(it.buf)
+// copyBatch is the most Copy frames written at once.
+const copyBatch = 4
+
+// applyCopies writes Copy frames into the replica: one zero run, or data
+// runs together.
+func (t *Target) applyCopies(ctx context.Context, m *machine, cp *copyProgress, batch []streamItem) error {
+	for _, it := range batch {
+		if it.buf != nil {
+			defer it.pool.Put(it.buf)
+		}
 	}
 	if cp == nil {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "copy frame without a rebase this stream took as a copy"}
 	}
 	var err error
-	if h.Flags&wire.CopyZero != 0 {
+	if h := batch[0].copy; h.Flags&wire.CopyZero != 0 {
 		err = m.rep.ZeroCopy(ctx, int(h.Disk), int64(h.Offset), int64(h.Length))
 	} else {
-		err = m.rep.WriteCopy(ctx, int(h.Disk), int64(h.Offset), it.data)
+		ws := make([]replica.CopyWrite, len(batch))
+		for i, it := range batch {
+			ws[i] = replica.CopyWrite{Disk: int(it.copy.Disk), Off: int64(it.copy.Offset), Data: it.data}
+		}
+		err = m.rep.WriteCopies(ctx, ws)
 	}
 	if err != nil {
 		return err
 	}
-	cp.frames++
-	cp.bytes += h.Length
-	m.mu.Lock()
-	m.bytesIn += uint64(it.wire)
-	m.copyBytes += h.Length
-	m.mu.Unlock()
+	for _, it := range batch {
+		h := it.copy
+		cp.frames++
+		cp.bytes += h.Length
+		if it.tunnel != nil {
+			it.tunnel.frames++
+			it.tunnel.bytes += h.Length
+		}
+		m.mu.Lock()
+		m.bytesIn += uint64(it.wire)
+		m.copyBytes += h.Length
+		m.mu.Unlock()
+	}
 	return nil
 }
 
@@ -260,9 +333,11 @@ func (t *Target) endCopy(ctx context.Context, m *machine, cp *copyProgress, end 
 // readStream reads and unpacks a data stream's frames ahead of the apply
 // loop, so that receiving and unpacking the next segments overlaps applying
 // the current ones. The last item it sends carries the error that ended
-// the stream.
-func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- streamItem) {
+// the stream. On a copy tunnel connection (tunnel, over c) only Copy frames and the
+// CopyEnd may come, and every item says where it came from.
+func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- streamItem, tunnel *tunnelConn) {
 	send := func(it streamItem) bool {
+		it.tunnel = tunnel
 		select {
 		case items <- it:
 			return true
@@ -291,6 +366,10 @@ func (t *Target) readStream(ctx context.Context, c *wire.Conn, items chan<- stre
 			return
 		}
 		it := streamItem{wire: len(p)}
+		if tunnel != nil && typ != wire.TypeCopy && typ != wire.TypeCopyEnd && typ != wire.TypePing {
+			send(streamItem{err: fmt.Errorf("%w: %s frame on a copy tunnel", wire.ErrProtocol, typ)})
+			return
+		}
 		switch typ {
 		case wire.TypePing:
 			continue

@@ -63,6 +63,7 @@ type Target struct {
 
 	mu       sync.Mutex
 	machines map[string]*machine
+	tunnels  map[string]*tunnel // by ticket (tunnel.go)
 	closed   bool
 
 	ctx    context.Context
@@ -342,6 +343,17 @@ func (t *Target) Serve(ctx context.Context, l net.Listener) error {
 }
 
 func (t *Target) handle(nc net.Conn) {
+	nc, ticket, err := wire.SniffTunnel(nc, tunnelHandshakeTimeout)
+	if err != nil {
+		t.log.Debug("handshake", "err", err)
+		return
+	}
+	if ticket != "" {
+		if err := t.serveTunnel(nc, ticket); err != nil {
+			t.log.Warn("copy tunnel refused", "peer", nc.RemoteAddr(), "err", err)
+		}
+		return
+	}
 	tc, check := t.o.TLS, checkPeer
 	if t.mgd != nil {
 		tl, id, err := acceptTLS(t.ctx, nc, t.mgd.tls)

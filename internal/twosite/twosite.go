@@ -38,8 +38,11 @@ type Options struct {
 	CacheQuota int64 // default 256 MiB
 	Bandwidth  int64 // bytes/s to the master target; 0 unlimited
 	Adaptive   bool  // compress only while the WAN is slower than zstd
-	Retention  *retention.Policy
-	Logger     *slog.Logger
+	// NoTunnel makes copies pass through the process server as Copy
+	// frames instead of through copy tunnels.
+	NoTunnel  bool
+	Retention *retention.Policy
+	Logger    *slog.Logger
 	// Exports makes the master target serve exports of recovery points
 	// over NBD on a unix socket in the harness directory.
 	Exports bool
@@ -194,7 +197,7 @@ func (h *Harness) StartProcess() {
 	s, err := process.New(process.Options{
 		CacheDir: filepath.Join(h.Dir, "cache"), Quota: h.o.CacheQuota, Target: h.WAN.Addr(),
 		TargetTLS: h.clientTLS("process"), TLS: h.serverTLS("process"), Bandwidth: h.o.Bandwidth, Adaptive: h.o.Adaptive,
-		Logger: h.o.Logger.With("role", "process"),
+		NoTunnel: h.o.NoTunnel, Logger: h.o.Logger.With("role", "process"),
 	})
 	if err != nil {
 		h.tb.Fatal(err)

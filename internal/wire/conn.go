@@ -336,8 +336,8 @@ func (c *Conn) SendError(e *Error) error {
 }
 
 // keepReadBuffer is the largest read buffer a Conn keeps between frames:
-// room for a Copy frame of 1 MiB of data (and most segments), so that a
-// copy does not allocate per frame.
+// room for most segments, so that a stream does not allocate per frame
+// (Copy frames are received with RecvInto, into their readers' buffers).
 const keepReadBuffer = 2 << 20
 
 // flush writes out a whole frame: the frame buffer, then, under TLS, the

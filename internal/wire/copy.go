@@ -27,6 +27,10 @@ const (
 // MaxCopyRun bounds the bytes of disk one Copy frame with data describes.
 const MaxCopyRun = 16 << 20
 
+// CopyFrameData is the most data an agent puts in one Copy frame, what
+// the servers size their receive buffers for.
+const CopyFrameData = 4 << 20
+
 // CopyHeader describes a Copy frame.
 type CopyHeader struct {
 	Flags  uint8

@@ -74,6 +74,29 @@ type Rebase struct {
 	// replica without recovery points can take them (the Ack's Copy says
 	// whether it will). Segments follow the CopyEnd.
 	Copy bool `json:"copy,omitempty"`
+	// Tunnel, with Copy, asks to send the Copy frames through a copy
+	// tunnel (TunnelMagic) rather than on this stream; the Ack's Tunnel
+	// says whether the servers offer one.
+	Tunnel bool `json:"tunnel,omitempty"`
+}
+
+// Tunnel is the offer of a copy tunnel, in the Ack of a Rebase that asked
+// for one (docs/protocol.md §5.1). The master target issues the ticket;
+// the process server adds how the agent checks the master target's
+// certificate and how it compresses.
+type Tunnel struct {
+	Ticket string `json:"ticket"`
+	// Streams is how many connections the ticket opens: each is its own
+	// TLS session, so that their encryption runs in parallel.
+	Streams int `json:"streams,omitempty"`
+	// Target is the master target's server id, which its certificate
+	// must carry (managed); ServerName is the name its certificate must
+	// hold otherwise.
+	Target     string `json:"target,omitempty"`
+	ServerName string `json:"server_name,omitempty"`
+	// Compression is how the agent compresses Copy frames: "off", "auto"
+	// (when it measures that it pays) or a segpack level name.
+	Compression string `json:"compression,omitempty"`
 }
 
 // CopyEnd ends a copy: Frames Copy frames carried Bytes bytes of disk
@@ -92,14 +115,15 @@ type Ack struct {
 	// AppliedAt is when the applied position was reached at the master
 	// target (unix ns, target clock); AppliedRecordTime is the agent time of
 	// the last applied record (unix ns, agent clock).
-	AppliedAt         int64  `json:"applied_at,omitempty"`
-	AppliedRecordTime int64  `json:"applied_record_time,omitempty"`
-	Consistent        bool   `json:"consistent"`
-	Rebased           bool   `json:"rebased,omitempty"` // the last Rebase is durable
-	Copy              bool   `json:"copy,omitempty"`    // with Rebased: the replica takes Copy frames now
-	Copied            bool   `json:"copied,omitempty"`  // the last CopyEnd is durable: the copied blocks are in the replica
-	Points            int    `json:"points,omitempty"`  // recovery points retained at the target
-	Epoch             uint64 `json:"epoch,omitempty"`
+	AppliedAt         int64   `json:"applied_at,omitempty"`
+	AppliedRecordTime int64   `json:"applied_record_time,omitempty"`
+	Consistent        bool    `json:"consistent"`
+	Rebased           bool    `json:"rebased,omitempty"` // the last Rebase is durable
+	Copy              bool    `json:"copy,omitempty"`    // with Rebased: the replica takes Copy frames now
+	Copied            bool    `json:"copied,omitempty"`  // the last CopyEnd is durable: the copied blocks are in the replica (on a tunnel: all its Copy frames are written)
+	Tunnel            *Tunnel `json:"tunnel,omitempty"`  // with Copy: the copy tunnel the servers offer
+	Points            int     `json:"points,omitempty"`  // recovery points retained at the target
+	Epoch             uint64  `json:"epoch,omitempty"`
 }
 
 // Call is a control request.

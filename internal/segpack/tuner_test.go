@@ -1,4 +1,4 @@
-package process
+package segpack
 
 import (
 	"testing"
@@ -10,10 +10,11 @@ import (
 func TestCopyTuner(t *testing.T) {
 	run := func(compressedPause, plainPause time.Duration) (decided bool) {
 		clock := time.Unix(0, 0)
-		tu := copyTuner{now: func() time.Time { return clock }}
-		for i := range 2 * tuneWindow {
-			c := tu.compress()
-			if want := i < tuneWindow; c != want {
+		tu := CopyTuner{now: func() time.Time { return clock }}
+		const window = tuneWindow >> 20 // frames of 1 MiB
+		for i := range 2 * window {
+			c := tu.Compress()
+			if want := i < window; c != want {
 				t.Fatalf("frame %d: compress %v, want %v (compressed window first)", i, c, want)
 			}
 			if c {
@@ -21,21 +22,21 @@ func TestCopyTuner(t *testing.T) {
 			} else {
 				clock = clock.Add(plainPause)
 			}
-			tu.sent(c, 1<<20)
+			tu.Sent(c, 1<<20)
 		}
 		if !tu.decided {
 			t.Fatal("no decision after both windows")
 		}
-		d := tu.compress()
-		for i := range tuneEvery - 1 {
-			if tu.compress() != d {
+		d := tu.Compress()
+		for i := range tuneEvery>>20 - 1 {
+			if tu.Compress() != d {
 				t.Fatalf("decision changed after %d frames", i)
 			}
-			tu.sent(d, 1<<20)
+			tu.Sent(d, 1<<20)
 		}
-		tu.sent(d, 1<<20)
+		tu.Sent(d, 1<<20)
 		if tu.decided {
-			t.Fatalf("still decided after %d frames: want a new measurement", tuneEvery)
+			t.Fatalf("still decided after %d bytes: want a new measurement", tuneEvery)
 		}
 		return d
 	}
