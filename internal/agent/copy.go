@@ -59,7 +59,9 @@ func (s *shipper) copy(ctx context.Context, conns []*wire.Conn, diff difference,
 		n    int64
 		data []byte
 	}
-	const ahead = 3
+	// Buffers: one read waiting for a sender, besides those being read and
+	// sent: 5 of 4 MiB with two readers and two streams.
+	const ahead = 1
 	free := make(chan []byte, ahead+copyReaders+len(conns))
 	for range ahead + copyReaders + len(conns) {
 		free <- make([]byte, copyRead)
@@ -241,9 +243,10 @@ const directAlign = 4096
 // forwards itself the same way). With "auto" a segpack.CopyTuner decides
 // by measuring.
 type copyPacker struct {
+	level    segpack.Level
 	adaptive bool
 	tuner    segpack.CopyTuner
-	enc      *zstd.Encoder
+	enc      *zstd.Encoder // made at the first frame compressed
 	buf      []byte
 }
 
@@ -257,19 +260,30 @@ func newCopyPacker(compression string) (*copyPacker, error) {
 	if level == segpack.LevelNone {
 		return nil, nil
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level.ZstdLevel()), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return nil, err
-	}
-	return &copyPacker{adaptive: adaptive, enc: enc}, nil
+	return &copyPacker{level: level, adaptive: adaptive}, nil
 }
 
 // pack returns the Copy frame of data at h compressed, or nil when it
 // is not to be compressed now or did not get smaller; compressed says
 // whether compression was tried (for sent).
 func (z *copyPacker) pack(h wire.CopyHeader, data []byte) (p []byte, compressed bool) {
-	if z == nil || (z.adaptive && !z.tuner.Compress()) {
+	if z == nil {
 		return nil, false
+	}
+	if z.adaptive && !z.tuner.Compress() {
+		z.close() // until the tuner measures again: the agent's memory
+		z.enc, z.buf = nil, nil
+		return nil, false
+	}
+	if z.enc == nil {
+		// The agent's memory matters more than the last percent of
+		// compression: a small window, the encoder's lower-memory mode.
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(z.level.ZstdLevel()), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return nil, false
+		}
+		z.enc = enc
 	}
 	hz := h
 	hz.Flags = wire.CopyZstd
@@ -289,7 +303,7 @@ func (z *copyPacker) sent(compressed bool, n uint64) {
 
 // close releases the encoder.
 func (z *copyPacker) close() {
-	if z != nil {
+	if z != nil && z.enc != nil {
 		z.enc.Close()
 	}
 }
