@@ -14,10 +14,14 @@ import (
 // interval (internal/api/consistency.go): the plan's machines bookmark
 // together, labelled consistent-<plan>-<unix ms>. A plan some of whose
 // machines are not protected in delta by their own agents (failed over,
-// protected in reverse, resynchronizing) is skipped in that round.
+// protected in reverse, resynchronizing) is skipped in that round. A
+// round that fails (an agent slow to hold on a loaded host) is logged at
+// info; failures in a row are warned about, as the plan then has no
+// recent multi-machine point.
 func (s *Server) consistencyLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	failed := map[string]int{} // rounds failed in a row, by plan
 	for {
 		select {
 		case <-ctx.Done():
@@ -30,12 +34,26 @@ func (s *Server) consistencyLoop(ctx context.Context, every time.Duration) {
 			continue
 		}
 		for _, p := range plans {
-			if err := s.consistencyRound(ctx, p); err != nil && ctx.Err() == nil {
-				s.o.Log.Warn("consistency barrier", "plan", p.Name, "err", err)
+			err := s.consistencyRound(ctx, p)
+			switch {
+			case err == nil:
+				delete(failed, p.Name)
+			case ctx.Err() != nil:
+			default:
+				failed[p.Name]++
+				log := s.o.Log.Info
+				if failed[p.Name] >= barrierWarnAfter {
+					log = s.o.Log.Warn
+				}
+				log("consistency barrier", "plan", p.Name, "failed_in_a_row", failed[p.Name], "err", err)
 			}
 		}
 	}
 }
+
+// barrierWarnAfter is how many rounds of a plan in a row must fail before
+// a warning.
+const barrierWarnAfter = 2
 
 // errNotReady: some machine of the plan cannot take part now.
 var errNotReady = errors.New("not every machine is protected by its own agent")
