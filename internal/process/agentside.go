@@ -79,9 +79,6 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 			rb, err := f.requestRebase(rctx, r)
 			rcancel()
 			copying, gen = rb.copy, rb.gen
-			forget()
-			var offer *wire.Tunnel
-			offer, forget = s.offerTunnel(ctx, f, rb.tunnel)
 			if err != nil {
 				var we *wire.Error
 				if !errors.As(err, &we) {
@@ -90,6 +87,9 @@ func (s *Server) serveAgent(c *wire.Conn) error {
 				c.SendError(we)
 				return err
 			}
+			forget()
+			var offer *wire.Tunnel
+			offer, forget = s.offerTunnel(ctx, f, rb.tunnel)
 			s.log.Info("rebased for resynchronisation", "machine", op.Machine, "seq", r.Pos.Seq, "copy", copying, "tunnel", offer != nil)
 			a := s.ack(f, true)
 			a.Copy = copying

@@ -457,12 +457,12 @@ func (f *forwarder) requestRebase(ctx context.Context, r wire.Rebase) (*rebaseOp
 	select {
 	case f.rebase <- op:
 	case <-ctx.Done():
-		return op, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
+		return &rebaseOp{}, &wire.Error{Code: wire.CodeUnavailable, Message: "rebase: not connected to the master target", Transient: true}
 	}
 	select {
 	case err := <-op.done:
 		return op, err
 	case <-ctx.Done():
-		return op, ctx.Err()
+		return &rebaseOp{}, ctx.Err() // op is still the session's to write
 	}
 }
