@@ -109,7 +109,7 @@ func (s *Server) startFailover(ctx context.Context, name string, req failoverReq
 	if req.Point == "" {
 		req.Point = "latest"
 	}
-	return s.moveFailover(ctx, name, func(m *control.Machine) error {
+	return s.changeMachine(ctx, name, func(m *control.Machine) error {
 		if m.Failover != nil && m.Failover.Commit {
 			return errorf(http.StatusConflict, "machine %s: its failover is being committed: it cannot move to another point", name)
 		}
@@ -142,7 +142,7 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) (any, error) {
 	var m control.Machine
 	err := error(errorf(http.StatusNotImplemented, "this server runs no jobs"))
 	if s.o.Jobs != nil {
-		m, err = s.moveFailover(ctx, name, func(m *control.Machine) error {
+		m, err = s.changeMachine(ctx, name, func(m *control.Machine) error {
 			// The state moves when the master target reports the
 			// history released; until then it stays failed-over.
 			if _, err := control.Transition(m.State, control.EventCommit); err != nil {
@@ -179,26 +179,33 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) (any, error) {
 // waits for its replica machine (a disaster does not queue behind a test).
 func failoverObject(name string) string { return "machine/" + name + "/failover" }
 
-// moveFailover lets change check and change machine name, stores it and
-// publishes the desired state.
-func (s *Server) moveFailover(ctx context.Context, name string, change func(*control.Machine) error) (control.Machine, error) {
-	m, err := s.o.Store.MachineByName(ctx, name)
-	if err != nil {
-		return control.Machine{}, fmt.Errorf("machine %s: %w", name, err)
+// changeMachine lets change check and change machine name, stores it and
+// publishes the desired state. The record is read again and change applied
+// again when it changed meanwhile (an agent's report, a point in the
+// catalogue), a few times, before the caller is told to try again.
+func (s *Server) changeMachine(ctx context.Context, name string, change func(*control.Machine) error) (control.Machine, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := s.o.Store.MachineByName(ctx, name)
+		if err != nil {
+			return control.Machine{}, fmt.Errorf("machine %s: %w", name, err)
+		}
+		if err := change(&m); err != nil {
+			return control.Machine{}, err
+		}
+		m.UpdatedAt = s.now()
+		m, err = s.o.Store.UpdateMachine(ctx, m)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if errors.Is(err, store.ErrConflict) {
+			return m, errorf(http.StatusConflict, "machine %s changed meanwhile: try again", name)
+		}
+		if err != nil {
+			return m, err
+		}
+		s.desired.notify()
+		return m, nil
 	}
-	if err := change(&m); err != nil {
-		return control.Machine{}, err
-	}
-	m.UpdatedAt = s.now()
-	m, err = s.o.Store.UpdateMachine(ctx, m)
-	if errors.Is(err, store.ErrConflict) {
-		return m, errorf(http.StatusConflict, "machine %s changed meanwhile: try again", name)
-	}
-	if err != nil {
-		return m, err
-	}
-	s.desired.notify()
-	return m, nil
 }
 
 // desiredFailover is the failover a master target should run for m; nil

@@ -76,7 +76,7 @@ func (s *Server) startPlannedFailover(ctx context.Context, name string, req plan
 	if err := errors.Join(req.Machine.Validate(), control.ValidateNetwork(req.Network)); err != nil {
 		return control.Machine{}, errorf(http.StatusBadRequest, "%v", err)
 	}
-	return s.moveFailover(ctx, name, func(m *control.Machine) error {
+	return s.changeMachine(ctx, name, func(m *control.Machine) error {
 		next, err := control.Transition(m.State, control.EventPlannedFailover)
 		if err != nil {
 			return errorf(http.StatusConflict, "machine %s: %v (a planned failover needs the machine protected: its replica in delta)", name, err)

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -155,41 +154,31 @@ func (s *Server) protectMachine(ctx context.Context, name string, req protectReq
 	if err != nil {
 		return control.Machine{}, fmt.Errorf("group %s: %w", group, err)
 	}
-	m, err := s.o.Store.MachineByName(ctx, name)
-	if err != nil {
-		return control.Machine{}, fmt.Errorf("machine %s: %w", name, err)
-	}
-	next, err := control.Transition(m.State, control.EventEnable)
-	if err != nil {
-		return control.Machine{}, errorf(http.StatusConflict, "machine %s: %v", name, err)
-	}
 	choose := func(role control.Role, key string) (control.Server, error) {
 		if key != "" {
 			return s.serverByNameOrID(ctx, role, key)
 		}
 		return s.pick(ctx, role)
 	}
-	ps, err := choose(control.RoleProcess, req.Process)
-	if err != nil {
-		return control.Machine{}, err
-	}
-	mt, err := choose(control.RoleTarget, req.Target)
-	if err != nil {
-		return control.Machine{}, err
-	}
-	m.State, m.Group, m.Process, m.Target, m.UpdatedAt = next, g.ID, ps.ID, mt.ID, s.now()
-	if m.Epoch == 0 {
-		m.Epoch = 1
-	}
-	m, err = s.o.Store.UpdateMachine(ctx, m)
-	if errors.Is(err, store.ErrConflict) {
-		return m, errorf(http.StatusConflict, "machine %s changed meanwhile: try again", name)
-	}
-	if err != nil {
-		return m, err
-	}
-	s.desired.notify()
-	return m, nil
+	return s.changeMachine(ctx, name, func(m *control.Machine) error {
+		next, err := control.Transition(m.State, control.EventEnable)
+		if err != nil {
+			return errorf(http.StatusConflict, "machine %s: %v", name, err)
+		}
+		ps, err := choose(control.RoleProcess, req.Process)
+		if err != nil {
+			return err
+		}
+		mt, err := choose(control.RoleTarget, req.Target)
+		if err != nil {
+			return err
+		}
+		m.State, m.Group, m.Process, m.Target = next, g.ID, ps.ID, mt.ID
+		if m.Epoch == 0 {
+			m.Epoch = 1
+		}
+		return nil
+	})
 }
 
 func (s *Server) unprotect(w http.ResponseWriter, r *http.Request) (any, error) {

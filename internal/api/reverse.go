@@ -166,7 +166,7 @@ func (s *Server) startReprotect(ctx context.Context, name string, req reprotectR
 			return control.Machine{}, err
 		}
 	}
-	return s.moveFailover(ctx, name, func(m *control.Machine) error {
+	return s.changeMachine(ctx, name, func(m *control.Machine) error {
 		next, err := control.Transition(m.State, control.EventReprotect)
 		if err != nil {
 			return errorf(http.StatusConflict, "machine %s: %v", name, err)
@@ -216,7 +216,7 @@ func (s *Server) failback(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	var job control.Job
-	m, err := s.moveFailover(ctx, name, func(m *control.Machine) error {
+	m, err := s.changeMachine(ctx, name, func(m *control.Machine) error {
 		if m.Reverse == nil {
 			return errorf(http.StatusConflict, "machine %s is not protected in reverse: re-protect it first (standby machines reprotect)", name)
 		}

@@ -166,28 +166,18 @@ func (s *Server) testCleanup(w http.ResponseWriter, r *http.Request) (any, error
 // lets change record what goes with it, stores the machine and publishes
 // the desired state.
 func (s *Server) moveTest(ctx context.Context, name string, ev control.Event, change func(*control.Machine)) (control.Machine, error) {
-	m, err := s.o.Store.MachineByName(ctx, name)
-	if err != nil {
-		return control.Machine{}, fmt.Errorf("machine %s: %w", name, err)
-	}
-	next, err := control.TestTransition(m.State, m.TestFailover, ev)
-	if err != nil {
-		return control.Machine{}, errorf(http.StatusConflict, "machine %s: %v", name, err)
-	}
-	if m.Target == "" {
-		return control.Machine{}, errorf(http.StatusConflict, "machine %s has no master target", name)
-	}
-	m.TestFailover, m.UpdatedAt = next, s.now()
-	change(&m)
-	m, err = s.o.Store.UpdateMachine(ctx, m)
-	if errors.Is(err, store.ErrConflict) {
-		return m, errorf(http.StatusConflict, "machine %s changed meanwhile: try again", name)
-	}
-	if err != nil {
-		return m, err
-	}
-	s.desired.notify()
-	return m, nil
+	return s.changeMachine(ctx, name, func(m *control.Machine) error {
+		next, err := control.TestTransition(m.State, m.TestFailover, ev)
+		if err != nil {
+			return errorf(http.StatusConflict, "machine %s: %v", name, err)
+		}
+		if m.Target == "" {
+			return errorf(http.StatusConflict, "machine %s has no master target", name)
+		}
+		m.TestFailover = next
+		change(m)
+		return nil
+	})
 }
 
 // desiredTest is what a master target should do of m's test failover;
