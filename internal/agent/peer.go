@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/standby-dr/standby/internal/control"
@@ -209,12 +207,9 @@ func (s *shipper) openTunnel(ctx context.Context, t *wire.Tunnel) (*wire.Conn, e
 	if err != nil {
 		return nil, err
 	}
-	d := net.Dialer{KeepAlive: 15 * time.Second, Timeout: 10 * time.Second}
-	network := "tcp"
-	if strings.HasPrefix(p.addr, "/") {
-		network = "unix"
-	}
-	nc, err := d.DialContext(ctx, network, p.addr)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	nc, err := wire.DialNet(dctx, p.addr)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

@@ -81,12 +81,9 @@ func (s *Server) relayTunnel(nc net.Conn, ticket string) error {
 	if tr == nil || tr.ctx.Err() != nil {
 		return fmt.Errorf("copy tunnel with an unknown or spent ticket")
 	}
-	d := net.Dialer{KeepAlive: 15 * time.Second, Timeout: 10 * time.Second}
-	network := "tcp"
-	if len(tr.addr) > 0 && tr.addr[0] == '/' {
-		network = "unix"
-	}
-	mt, err := d.DialContext(tr.ctx, network, tr.addr)
+	dctx, cancel := context.WithTimeout(tr.ctx, 10*time.Second)
+	mt, err := wire.DialNet(dctx, tr.addr)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("copy tunnel of %s: connect %s: %w", tr.machine, tr.addr, err)
 	}

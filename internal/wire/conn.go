@@ -136,14 +136,9 @@ func (c *Conn) SetIdleTimeout(d time.Duration) { c.idle = d }
 
 // Dial connects to addr, runs TLS (when tc is not nil) and the handshake.
 func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello, o Options) (*Conn, error) {
-	d := net.Dialer{KeepAlive: 15 * time.Second}
 	dctx, cancel := context.WithTimeout(ctx, o.handshakeTimeout())
 	defer cancel()
-	network := "tcp"
-	if len(addr) > 0 && addr[0] == '/' {
-		network = "unix"
-	}
-	nc, err := d.DialContext(dctx, network, addr)
+	nc, err := DialNet(dctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +148,17 @@ func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello, o Options) 
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
 	return c, nil
+}
+
+// DialNet opens the network connection to addr, before any TLS: a unix
+// socket when addr is a path, else TCP with keepalives.
+func DialNet(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{KeepAlive: 15 * time.Second}
+	network := "tcp"
+	if len(addr) > 0 && addr[0] == '/' {
+		network = "unix"
+	}
+	return d.DialContext(ctx, network, addr)
 }
 
 func clientHandshake(ctx context.Context, nc net.Conn, tc *tls.Config, h Hello, o Options) (*Conn, error) {
